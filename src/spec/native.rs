@@ -1,0 +1,299 @@
+//! The native TOML format: one daemonset per file, flat where Kubernetes nests.
+//!
+//! Field names are Kubernetes' own (camelCase), so that knowledge and error
+//! paths carry over; the pod template's nesting is flattened away because a
+//! systemd host runs exactly one process per daemonset. See README.md
+//! ("Spec format") for every field.
+
+use super::decode::{Cx, Obj};
+use super::doc::{Node, Value};
+use super::model::*;
+
+/// The container name given to a native spec's process.
+pub const PROCESS_NAME: &str = "main";
+
+/// Fields of the top level, for the hint when one is written under a table
+/// header by mistake.
+const TOP_LEVEL: &[&str] = &[
+    "name", "labels", "annotations", "selector", "template", "nodeName", "nodeSelector",
+    "nodeSelectorTerms", "tolerations", "restartPolicy", "terminationGracePeriodSeconds",
+    "hostNetwork", "command", "env", "workingDir", "user", "group", "resources", "ports", "mounts",
+    "updateStrategy", "minReadySeconds", "revisionHistoryLimit",
+];
+
+/// TOML's trap: every key after a `[table]` header belongs to that table.
+fn misplaced_top_level(table: &'static str) -> impl Fn(&str) -> Option<String> {
+    move |key| {
+        TOP_LEVEL.contains(&key).then(|| {
+            format!(
+                "\"{key}\" is a top-level field, but in TOML every key after a [{table}] header \
+                 belongs to that table: move it above the first [header], or write \
+                 {table}.FIELD = ... with dotted keys instead of the header"
+            )
+        })
+    }
+}
+
+/// Decode a native TOML document.
+pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
+    let mut o = Obj::new(cx, "", root)?;
+    let name = o.string(cx, "name");
+    if name.is_none() && !o.has("name") {
+        cx.error("name", Some(o.pos), "required: the daemonset's name, e.g. name = \"log-collector\"");
+    }
+    let labels = o.string_map(cx, "labels");
+    let annotations = o.string_map(cx, "annotations");
+
+    let selector = o.obj(cx, "selector").map(|mut s| {
+        let sel = LabelSelector {
+            match_labels: s.string_map(cx, "matchLabels"),
+            match_expressions: s
+                .list(cx, "matchExpressions")
+                .into_iter()
+                .filter_map(|(p, n)| label_requirement(cx, &p, n))
+                .collect(),
+        };
+        s.finish_with(cx, misplaced_top_level("selector"));
+        sel
+    });
+
+    let mut template = PodTemplate {
+        restart_policy: "Always".into(),
+        termination_grace_period_seconds: 30,
+        host_network: true,
+        ..PodTemplate::default()
+    };
+    if let Some(mut t) = o.obj(cx, "template") {
+        template.labels = t.string_map(cx, "labels");
+        template.annotations = t.string_map(cx, "annotations");
+        t.finish_with(cx, misplaced_top_level("template"));
+    }
+    template.node_name = o.string(cx, "nodeName").unwrap_or_default();
+    template.node_selector = o.string_map(cx, "nodeSelector");
+    if let Some((p, n)) = o.get(cx, "nodeSelectorTerms") {
+        let terms = cx.list(&p, n);
+        template.required_node_affinity = Some(NodeSelector {
+            terms: terms.into_iter().filter_map(|(p, n)| node_selector_term(cx, &p, n)).collect(),
+        });
+    }
+    template.tolerations =
+        o.list(cx, "tolerations").into_iter().filter_map(|(p, n)| toleration(cx, &p, n)).collect();
+    if let Some(rp) = o.string(cx, "restartPolicy") {
+        template.restart_policy = rp;
+    }
+    if let Some(g) = o.int(cx, "terminationGracePeriodSeconds") {
+        template.termination_grace_period_seconds = g;
+    }
+    if let Some(h) = o.bool(cx, "hostNetwork") {
+        template.host_network = h;
+    }
+
+    let process = &mut template.process;
+    process.name = PROCESS_NAME.into();
+    process.argv = o.string_list(cx, "command");
+    if let Some((p, n)) = o.get(cx, "env") {
+        process.env = cx
+            .string_pairs(&p, n)
+            .into_iter()
+            .map(|(name, value)| EnvVar { name, value })
+            .collect();
+        // Validation speaks of env[i]; point it at the i-th key.
+        for (i, e) in process.env.iter().enumerate() {
+            if let Some(pos) = cx.spans.get(&format!("{p}[{}]", e.name)).copied() {
+                cx.spans.insert(format!("{p}[{i}]"), pos);
+            }
+        }
+    }
+    process.working_dir = o.string(cx, "workingDir").unwrap_or_default();
+    process.user = id_or_name(cx, &mut o, "user").unwrap_or_default();
+    process.group = id_or_name(cx, &mut o, "group").unwrap_or_default();
+    if let Some(mut r) = o.obj(cx, "resources") {
+        process.resources.requests = quantities(cx, &mut r, "requests");
+        process.resources.limits = quantities(cx, &mut r, "limits");
+        r.finish_with(cx, misplaced_top_level("resources"));
+    }
+    process.ports = o.list(cx, "ports").into_iter().filter_map(|(p, n)| port(cx, &p, n)).collect();
+    template.mounts = o
+        .list(cx, "mounts")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (p, n))| mount(cx, i, &p, n))
+        .collect();
+
+    let mut update_strategy = UpdateStrategy::default();
+    if let Some(mut u) = o.obj(cx, "updateStrategy") {
+        let kind = u.string(cx, "type").unwrap_or_else(|| "RollingUpdate".into());
+        let max_unavailable = u.get(cx, "maxUnavailable").and_then(|(p, n)| cx.int_or_string(&p, n));
+        let max_surge = u.get(cx, "maxSurge").and_then(|(p, n)| cx.int_or_string(&p, n));
+        let defaults = RollingUpdate::default();
+        update_strategy = UpdateStrategy {
+            rolling_update: (kind == "RollingUpdate").then(|| RollingUpdate {
+                max_unavailable: max_unavailable.unwrap_or(defaults.max_unavailable),
+                max_surge: max_surge.unwrap_or(defaults.max_surge),
+            }),
+            kind,
+        };
+        u.finish_with(cx, misplaced_top_level("updateStrategy"));
+    }
+    let min_ready_seconds = o.int(cx, "minReadySeconds").unwrap_or(0);
+    let revision_history_limit = o.int(cx, "revisionHistoryLimit").unwrap_or(10);
+    o.finish(cx);
+
+    Some(DaemonSet {
+        name: name.unwrap_or_default(),
+        labels,
+        annotations,
+        selector,
+        template,
+        update_strategy,
+        min_ready_seconds,
+        revision_history_limit,
+    })
+}
+
+/// `user = "nobody"` or `user = 65534`.
+fn id_or_name(cx: &mut Cx, o: &mut Obj<'_>, key: &'static str) -> Option<String> {
+    let (p, n) = o.get(cx, key)?;
+    match &n.value {
+        Value::Int(i) => Some(i.to_string()),
+        _ => cx.string(&p, n),
+    }
+}
+
+/// A quantity map; numbers are accepted as Kubernetes accepts them in JSON (`cpu = 0.5`).
+/// Resource names are free-form keys here; validation says which are supported.
+pub(crate) fn quantities(
+    cx: &mut Cx,
+    o: &mut Obj<'_>,
+    key: &'static str,
+) -> std::collections::BTreeMap<String, String> {
+    let Some(mut m) = o.obj(cx, key) else {
+        return Default::default();
+    };
+    m.take_all(cx)
+        .into_iter()
+        .filter_map(|(name, path, n)| {
+            let v = match &n.value {
+                Value::Int(i) => Some(i.to_string()),
+                Value::Float(f) if f.is_finite() => Some(f.to_string()),
+                _ => cx.string(&path, n),
+            }?;
+            Some((name, v))
+        })
+        .collect()
+}
+
+pub(crate) fn label_requirement(cx: &mut Cx, path: &str, n: &Node) -> Option<LabelSelectorRequirement> {
+    let mut o = Obj::new(cx, path, n)?;
+    let r = LabelSelectorRequirement {
+        key: o.string(cx, "key").unwrap_or_default(),
+        operator: o.string(cx, "operator").unwrap_or_default(),
+        values: o.string_list(cx, "values"),
+    };
+    o.finish(cx);
+    Some(r)
+}
+
+pub(crate) fn node_selector_term(cx: &mut Cx, path: &str, n: &Node) -> Option<NodeSelectorTerm> {
+    let mut o = Obj::new(cx, path, n)?;
+    let req = |o: &mut Obj<'_>, cx: &mut Cx, key| {
+        o.list(cx, key)
+            .into_iter()
+            .filter_map(|(p, n)| {
+                label_requirement(cx, &p, n).map(|r| NodeSelectorRequirement {
+                    key: r.key,
+                    operator: r.operator,
+                    values: r.values,
+                })
+            })
+            .collect()
+    };
+    let term = NodeSelectorTerm {
+        match_expressions: req(&mut o, cx, "matchExpressions"),
+        match_fields: req(&mut o, cx, "matchFields"),
+    };
+    o.finish(cx);
+    Some(term)
+}
+
+pub(crate) fn toleration(cx: &mut Cx, path: &str, n: &Node) -> Option<Toleration> {
+    let mut o = Obj::new(cx, path, n)?;
+    let t = Toleration {
+        key: o.string(cx, "key").unwrap_or_default(),
+        operator: o.string(cx, "operator").unwrap_or_default(),
+        value: o.string(cx, "value").unwrap_or_default(),
+        effect: o.string(cx, "effect").unwrap_or_default(),
+        toleration_seconds: o.int(cx, "tolerationSeconds"),
+    };
+    o.finish(cx);
+    Some(t)
+}
+
+fn port(cx: &mut Cx, path: &str, n: &Node) -> Option<Port> {
+    let mut o = Obj::new(cx, path, n)?;
+    let number = o.int(cx, "port");
+    if number.is_none() && !o.has("port") {
+        cx.error(&o.child("port"), Some(o.pos), "required: the port number the daemon listens on");
+    }
+    let p = Port {
+        name: o.string(cx, "name").unwrap_or_default(),
+        container_port: number.unwrap_or(0),
+        host_port: number.unwrap_or(0),
+        protocol: o.string(cx, "protocol").unwrap_or_else(|| "TCP".into()),
+    };
+    o.finish(cx);
+    number.map(|_| p)
+}
+
+fn mount(cx: &mut Cx, index: usize, path: &str, n: &Node) -> Option<Mount> {
+    let mut o = Obj::new(cx, path, n)?;
+    let host_path = o.string(cx, "hostPath");
+    if host_path.is_none() {
+        cx.error(&o.child("hostPath"), Some(o.pos), "required: the host directory or file to bind");
+    }
+    let mount_path = o.string(cx, "mountPath");
+    let read_only = o.bool(cx, "readOnly").unwrap_or(false);
+    o.finish(cx);
+    let host_path = host_path?;
+    Some(Mount {
+        name: format!("mount-{index}"),
+        mount_path: mount_path.unwrap_or_else(|| host_path.clone()),
+        host_path,
+        read_only,
+    })
+}
+
+/// Translate a canonical Kubernetes field path into this format's path.
+pub fn path_from_k8s(k8s: &str) -> String {
+    const CONTAINER: &str = "spec.template.spec.containers[0].";
+    const TABLE: &[(&str, &str)] = &[
+        ("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms", "nodeSelectorTerms"),
+        ("spec.template.metadata.", "template."),
+        ("spec.template.labels", "template.labels"),
+        ("spec.template.annotations", "template.annotations"),
+        ("spec.template.spec.", ""),
+        ("spec.updateStrategy.rollingUpdate.", "updateStrategy."),
+        ("spec.updateStrategy.rollingUpdate", "updateStrategy"),
+        ("spec.updateStrategy", "updateStrategy.type"),
+        ("spec.", ""),
+        ("metadata.", ""),
+    ];
+    if let Some(rest) = k8s.strip_prefix(CONTAINER) {
+        for (from, to) in [
+            ("securityContext.runAsUser", "user"),
+            ("securityContext.runAsGroup", "group"),
+            ("args", "command"),
+        ] {
+            if let Some(tail) = rest.strip_prefix(from) {
+                return format!("{to}{tail}");
+            }
+        }
+        return rest.replace(".containerPort", ".port").replace(".hostPort", ".port");
+    }
+    for (from, to) in TABLE {
+        if let Some(tail) = k8s.strip_prefix(from) {
+            return format!("{to}{tail}");
+        }
+    }
+    k8s.to_string()
+}
