@@ -158,11 +158,18 @@ fn marker_pos(m: &Marker) -> Pos {
     Pos { line: m.line(), col: m.col() + 1 }
 }
 
+/// A collection being built: the node, its anchor id (0 for none) and, for
+/// a mapping, the key read whose value has not come yet.
+struct Open {
+    node: Node,
+    anchor: usize,
+    pending_key: Option<(String, Pos)>,
+}
+
 #[derive(Default)]
 struct YamlBuilder {
     docs: Vec<Node>,
-    /// Open collections: the node under construction and, for mappings, a pending key.
-    stack: Vec<(Node, usize, Option<(String, Pos)>)>,
+    stack: Vec<Open>,
     anchors: HashMap<usize, Node>,
     count: usize,
     error: Option<SyntaxError>,
@@ -196,7 +203,7 @@ impl YamlBuilder {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
-        let Some((parent, _, pending)) = self.stack.last_mut() else {
+        let Some(Open { node: parent, pending_key: pending, .. }) = self.stack.last_mut() else {
             self.docs.push(node);
             return;
         };
@@ -276,14 +283,16 @@ impl MarkedEventReceiver for YamlBuilder {
                 self.push(Node { value, pos }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack.push((Node { value: Value::Seq(Vec::new()), pos }, anchor, None));
+                let node = Node { value: Value::Seq(Vec::new()), pos };
+                self.stack.push(Open { node, anchor, pending_key: None });
             }
             Event::MappingStart(anchor, _) => {
-                self.stack.push((Node { value: Value::Map(Vec::new()), pos }, anchor, None));
+                let node = Node { value: Value::Map(Vec::new()), pos };
+                self.stack.push(Open { node, anchor, pending_key: None });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, anchor, _)) = self.stack.pop() {
-                    self.push(node, anchor);
+                if let Some(open) = self.stack.pop() {
+                    self.push(open.node, open.anchor);
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
