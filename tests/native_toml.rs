@@ -16,7 +16,11 @@ template.labels = { app = "agent" }
 
 fn parse_ok(text: &str) -> DaemonSet {
     let loaded = parse_daemonsets(FILE, text, Format::Toml);
-    assert!(!loaded.has_errors(), "unexpected errors: {:#?}", loaded.diagnostics);
+    assert!(
+        !loaded.has_errors(),
+        "unexpected errors: {:#?}",
+        loaded.diagnostics
+    );
     assert_eq!(loaded.items.len(), 1);
     loaded.items.into_iter().next().unwrap()
 }
@@ -32,7 +36,10 @@ fn diagnostics(text: &str) -> Vec<String> {
 
 fn assert_diag(text: &str, expected: &str) {
     let got = diagnostics(text);
-    assert!(got.iter().any(|d| d == expected), "expected {expected:?} among {got:#?}");
+    assert!(
+        got.iter().any(|d| d == expected),
+        "expected {expected:?} among {got:#?}"
+    );
 }
 
 #[test]
@@ -62,7 +69,12 @@ fn every_example_is_valid() {
         let path = entry.unwrap().path();
         if path.is_file() {
             let loaded = hostset::spec::read_daemonsets(&path);
-            assert!(!loaded.has_errors(), "{}: {:#?}", path.display(), loaded.diagnostics);
+            assert!(
+                !loaded.has_errors(),
+                "{}: {:#?}",
+                path.display(),
+                loaded.diagnostics
+            );
         }
     }
 }
@@ -88,7 +100,13 @@ fn env_keeps_written_order_and_numbers_are_quantities() {
     let ds = parse_ok(&format!(
         "{MINIMAL}\nenv = {{ ZED = \"1\", ALPHA = \"2\" }}\n[resources]\nlimits = {{ cpu = 0.5, memory = 1073741824 }}\n"
     ));
-    let names: Vec<_> = ds.template.process.env.iter().map(|e| e.name.as_str()).collect();
+    let names: Vec<_> = ds
+        .template
+        .process
+        .env
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
     assert_eq!(names, ["ZED", "ALPHA"]);
     assert_eq!(ds.template.process.resources.limits["cpu"], "0.5");
     assert_eq!(ds.template.process.resources.limits["memory"], "1073741824");
@@ -98,14 +116,22 @@ fn env_keeps_written_order_and_numbers_are_quantities() {
 fn misspelled_field_is_an_error_with_a_suggestion() {
     // A misspelled `tolerations` must not be ignored: it would schedule everywhere.
     let text = format!("{MINIMAL}\n[[toleration]]\nkey = \"x\"\noperator = \"Exists\"\n");
-    assert_diag(&text, "ds.toml:9:3: toleration: unknown field \"toleration\", did you mean \"tolerations\"?");
+    assert_diag(
+        &text,
+        "ds.toml:9:3: toleration: unknown field \"toleration\", did you mean \"tolerations\"?",
+    );
     let text = format!("{MINIMAL}node_selector = {{ a = \"b\" }}\n");
-    assert_diag(&text, "ds.toml:8:1: node_selector: unknown field \"node_selector\", did you mean \"nodeSelector\"?");
+    assert_diag(
+        &text,
+        "ds.toml:8:1: node_selector: unknown field \"node_selector\", did you mean \"nodeSelector\"?",
+    );
 }
 
 #[test]
 fn unknown_field_without_a_close_match_lists_valid_ones() {
-    let got = diagnostics(&format!("{MINIMAL}\n[resources]\nlimits = {{}}\nburst = 1\n"));
+    let got = diagnostics(&format!(
+        "{MINIMAL}\n[resources]\nlimits = {{}}\nburst = 1\n"
+    ));
     assert!(
         got.iter().any(|d| d == "ds.toml:11:1: resources.burst: unknown field \"burst\"; valid fields here: limits, requests"),
         "{got:#?}"
@@ -157,24 +183,34 @@ fn type_errors_say_what_was_expected() {
         &format!("{MINIMAL}hostNetwork = \"yes\"\n"),
         "ds.toml:8:15: hostNetwork: must be true or false, not a string",
     );
-    let text = MINIMAL.replace("matchLabels = { app = \"agent\" }", "matchLabels = { app = 1 }");
+    let text = MINIMAL.replace(
+        "matchLabels = { app = \"agent\" }",
+        "matchLabels = { app = 1 }",
+    );
     assert_diag(
         &text,
         "ds.toml:6:32: selector.matchLabels[app]: must be a string, not an integer (quote the value to make it a string)",
     );
-    assert_diag(&format!("{MINIMAL}tolerations = \"all\"\n"), "ds.toml:8:15: tolerations: must be a list, not a string");
+    assert_diag(
+        &format!("{MINIMAL}tolerations = \"all\"\n"),
+        "ds.toml:8:15: tolerations: must be a list, not a string",
+    );
 }
 
 #[test]
 fn selector_rules() {
     // Missing and empty selectors (ValidateDaemonSetSpec).
-    let no_selector = "name = \"a\"\ncommand = [\"/bin/true\"]\n[template]\nlabels = { app = \"a\" }\n";
+    let no_selector =
+        "name = \"a\"\ncommand = [\"/bin/true\"]\n[template]\nlabels = { app = \"a\" }\n";
     assert_diag(
         no_selector,
         "ds.toml:1:1: selector: required: the selector picks the daemonset's own units by template label; set matchLabels to the template's labels",
     );
     let empty = format!("{no_selector}[selector]\n");
-    assert_diag(&empty, "ds.toml:5:2: selector: empty selector is invalid for daemonset");
+    assert_diag(
+        &empty,
+        "ds.toml:5:2: selector: empty selector is invalid for daemonset",
+    );
     // Bad operator and values (ValidateLabelSelectorRequirement).
     let bad = MINIMAL.replace(
         "selector.matchLabels = { app = \"agent\" }",
@@ -205,54 +241,155 @@ fn quantities_and_resources() {
         &with("limits = { \"nvidia.com/gpu\" = \"1\" }"),
         "ds.toml:9:12: resources.limits[nvidia.com/gpu]: unsupported resource \"nvidia.com/gpu\": a systemd unit can be limited in \"cpu\" and \"memory\"",
     );
-    assert_diag(&with("limits = { memory = \"-1\" }"), "ds.toml:9:12: resources.limits[memory]: must be greater than or equal to 0");
+    assert_diag(
+        &with("limits = { memory = \"-1\" }"),
+        "ds.toml:9:12: resources.limits[memory]: must be greater than or equal to 0",
+    );
 }
 
 #[test]
 fn update_strategy_rules() {
     // pkg/apis/apps/validation ValidateRollingUpdateDaemonSet.
     let with = |s: &str| format!("{MINIMAL}[updateStrategy]\n{s}\n");
-    assert!(parse_daemonsets(FILE, &with("maxUnavailable = 0\nmaxSurge = \"10%\""), Format::Toml).diagnostics.is_empty());
-    assert!(parse_daemonsets(FILE, &with("type = \"OnDelete\"\nmaxUnavailable = 0"), Format::Toml).diagnostics.is_empty());
-    assert_diag(&with("maxUnavailable = 0"), "ds.toml:9:18: updateStrategy.maxUnavailable: cannot be 0 when maxSurge is 0");
-    assert_diag(&with("maxUnavailable = \"0%\""), "ds.toml:9:18: updateStrategy.maxUnavailable: cannot be 0 when maxSurge is 0");
-    assert_diag(&with("maxUnavailable = \"101%\""), "ds.toml:9:18: updateStrategy.maxUnavailable: invalid value \"101%\": must not be greater than 100%");
-    assert_diag(&with("maxUnavailable = \"50\""), "ds.toml:9:18: updateStrategy.maxUnavailable: invalid value \"50\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%', or '93%'), or give an integer");
-    assert_diag(&with("maxUnavailable = -1"), "ds.toml:9:18: updateStrategy.maxUnavailable: must be greater than or equal to 0");
-    assert_diag(&with("type = \"Recreate\""), "ds.toml:9:8: updateStrategy.type: unsupported value \"Recreate\": supported values: \"OnDelete\", \"RollingUpdate\"");
+    assert!(
+        parse_daemonsets(
+            FILE,
+            &with("maxUnavailable = 0\nmaxSurge = \"10%\""),
+            Format::Toml
+        )
+        .diagnostics
+        .is_empty()
+    );
+    assert!(
+        parse_daemonsets(
+            FILE,
+            &with("type = \"OnDelete\"\nmaxUnavailable = 0"),
+            Format::Toml
+        )
+        .diagnostics
+        .is_empty()
+    );
+    assert_diag(
+        &with("maxUnavailable = 0"),
+        "ds.toml:9:18: updateStrategy.maxUnavailable: cannot be 0 when maxSurge is 0",
+    );
+    assert_diag(
+        &with("maxUnavailable = \"0%\""),
+        "ds.toml:9:18: updateStrategy.maxUnavailable: cannot be 0 when maxSurge is 0",
+    );
+    assert_diag(
+        &with("maxUnavailable = \"101%\""),
+        "ds.toml:9:18: updateStrategy.maxUnavailable: invalid value \"101%\": must not be greater than 100%",
+    );
+    assert_diag(
+        &with("maxUnavailable = \"50\""),
+        "ds.toml:9:18: updateStrategy.maxUnavailable: invalid value \"50\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%', or '93%'), or give an integer",
+    );
+    assert_diag(
+        &with("maxUnavailable = -1"),
+        "ds.toml:9:18: updateStrategy.maxUnavailable: must be greater than or equal to 0",
+    );
+    assert_diag(
+        &with("type = \"Recreate\""),
+        "ds.toml:9:8: updateStrategy.type: unsupported value \"Recreate\": supported values: \"OnDelete\", \"RollingUpdate\"",
+    );
 }
 
 #[test]
 fn process_rules() {
     let with = |extra: &str| MINIMAL.replace("command = [\"/usr/bin/agent\"]", extra);
-    assert_diag(&with("command = [\"bin/agent\"]"), "ds.toml:3:12: command[0]: \"bin/agent\" is a relative path: give an absolute path, or a bare program name to look up in PATH");
-    assert!(parse_daemonsets(FILE, &with("command = [\"agent\", \"--flag\"]"), Format::Toml).diagnostics.is_empty());
-    assert_diag(&with("command = [\"/a\"]\nworkingDir = \"tmp\""), "ds.toml:4:14: workingDir: \"tmp\" must be an absolute path");
-    assert_diag(&with("command = [\"/a\"]\nuser = \"bad user\""), "ds.toml:4:8: user: \"bad user\" is not a valid user name or numeric uid");
-    assert_diag(&with("command = [\"/a\"]\nenv = { \"A=B\" = \"1\" }"), "ds.toml:4:9: env[0].name: invalid value \"A=B\": a valid environment variable name must consist of printable ASCII characters other than '=', and must not start with a digit");
-    assert!(parse_daemonsets(FILE, &with("command = [\"/a\"]\nuser = 1000\ngroup = \"adm\""), Format::Toml).diagnostics.is_empty());
+    assert_diag(
+        &with("command = [\"bin/agent\"]"),
+        "ds.toml:3:12: command[0]: \"bin/agent\" is a relative path: give an absolute path, or a bare program name to look up in PATH",
+    );
+    assert!(
+        parse_daemonsets(
+            FILE,
+            &with("command = [\"agent\", \"--flag\"]"),
+            Format::Toml
+        )
+        .diagnostics
+        .is_empty()
+    );
+    assert_diag(
+        &with("command = [\"/a\"]\nworkingDir = \"tmp\""),
+        "ds.toml:4:14: workingDir: \"tmp\" must be an absolute path",
+    );
+    assert_diag(
+        &with("command = [\"/a\"]\nuser = \"bad user\""),
+        "ds.toml:4:8: user: \"bad user\" is not a valid user name or numeric uid",
+    );
+    assert_diag(
+        &with("command = [\"/a\"]\nenv = { \"A=B\" = \"1\" }"),
+        "ds.toml:4:9: env[0].name: invalid value \"A=B\": a valid environment variable name must consist of printable ASCII characters other than '=', and must not start with a digit",
+    );
+    assert!(
+        parse_daemonsets(
+            FILE,
+            &with("command = [\"/a\"]\nuser = 1000\ngroup = \"adm\""),
+            Format::Toml
+        )
+        .diagnostics
+        .is_empty()
+    );
 }
 
 #[test]
 fn mounts_and_ports() {
     let with = |extra: &str| format!("{MINIMAL}{extra}\n");
-    assert_diag(&with("[[mounts]]\nreadOnly = true"), "ds.toml:8:1: mounts[0].hostPath: required: the host directory or file to bind");
-    assert_diag(&with("[[ports]]\nname = \"metrics\"\nport = 70000"), "ds.toml:10:8: ports[0].port: must be between 1 and 65535, inclusive");
-    assert_diag(&with("[[ports]]\nname = \"Metrics\"\nport = 9100"), "ds.toml:9:8: ports[0].name: invalid value \"Metrics\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
-    assert!(parse_daemonsets(FILE, &with("[[ports]]\nname = \"metrics\"\nport = 9100\nprotocol = \"UDP\""), Format::Toml).diagnostics.is_empty());
+    assert_diag(
+        &with("[[mounts]]\nreadOnly = true"),
+        "ds.toml:8:1: mounts[0].hostPath: required: the host directory or file to bind",
+    );
+    assert_diag(
+        &with("[[ports]]\nname = \"metrics\"\nport = 70000"),
+        "ds.toml:10:8: ports[0].port: must be between 1 and 65535, inclusive",
+    );
+    assert_diag(
+        &with("[[ports]]\nname = \"Metrics\"\nport = 9100"),
+        "ds.toml:9:8: ports[0].name: invalid value \"Metrics\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+    );
+    assert!(
+        parse_daemonsets(
+            FILE,
+            &with("[[ports]]\nname = \"metrics\"\nport = 9100\nprotocol = \"UDP\""),
+            Format::Toml
+        )
+        .diagnostics
+        .is_empty()
+    );
 }
 
 #[test]
 fn affinity_terms() {
     let with = |extra: &str| format!("{MINIMAL}{extra}\n");
     assert!(parse_daemonsets(FILE, &with("[[nodeSelectorTerms]]\nmatchFields = [{ key = \"metadata.name\", operator = \"In\", values = [\"web-1\"] }]"), Format::Toml).diagnostics.is_empty());
-    assert_diag(&with("[[nodeSelectorTerms]]\nmatchFields = [{ key = \"metadata.labels\", operator = \"In\", values = [\"x\"] }]"), "ds.toml:9:24: nodeSelectorTerms[0].matchFields[0].key: not a valid field selector key \"metadata.labels\"; the only node field is \"metadata.name\"");
-    assert_diag(&with("[[nodeSelectorTerms]]\nmatchExpressions = [{ key = \"cores\", operator = \"Gt\", values = [\"1\", \"2\"] }]"), "ds.toml:9:55: nodeSelectorTerms[0].matchExpressions[0].values: must be specified single value when `operator` is 'Lt' or 'Gt'");
+    assert_diag(
+        &with(
+            "[[nodeSelectorTerms]]\nmatchFields = [{ key = \"metadata.labels\", operator = \"In\", values = [\"x\"] }]",
+        ),
+        "ds.toml:9:24: nodeSelectorTerms[0].matchFields[0].key: not a valid field selector key \"metadata.labels\"; the only node field is \"metadata.name\"",
+    );
+    assert_diag(
+        &with(
+            "[[nodeSelectorTerms]]\nmatchExpressions = [{ key = \"cores\", operator = \"Gt\", values = [\"1\", \"2\"] }]",
+        ),
+        "ds.toml:9:55: nodeSelectorTerms[0].matchExpressions[0].values: must be specified single value when `operator` is 'Lt' or 'Gt'",
+    );
     // Kubernetes accepts Gt with a non-integer and an empty term; both never match: warn.
-    let got = diagnostics(&with("[[nodeSelectorTerms]]\nmatchExpressions = [{ key = \"cores\", operator = \"Gt\", values = [\"many\"] }]\n[[nodeSelectorTerms]]"));
+    let got = diagnostics(&with(
+        "[[nodeSelectorTerms]]\nmatchExpressions = [{ key = \"cores\", operator = \"Gt\", values = [\"many\"] }]\n[[nodeSelectorTerms]]",
+    ));
     assert!(got.iter().any(|d| d.contains("nodeSelectorTerms[0].matchExpressions[0].values[0]: warning: \"many\" is not an integer")), "{got:#?}");
-    assert!(got.iter().any(|d| d.contains("nodeSelectorTerms[1]: warning: an empty term matches no node")), "{got:#?}");
-    assert_diag(&with("nodeSelectorTerms = []"), "ds.toml:8:1: nodeSelectorTerms: must have at least one node selector term");
+    assert!(
+        got.iter()
+            .any(|d| d.contains("nodeSelectorTerms[1]: warning: an empty term matches no node")),
+        "{got:#?}"
+    );
+    assert_diag(
+        &with("nodeSelectorTerms = []"),
+        "ds.toml:8:1: nodeSelectorTerms: must have at least one node selector term",
+    );
 }
 
 #[test]

@@ -28,10 +28,14 @@ fn check(text: &str) {
 }
 
 fn seeds() -> Vec<String> {
-    ["examples/log-collector.toml", "examples/disk-monitor.toml", "examples/fluentd-elasticsearch.yaml"]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
+    [
+        "examples/log-collector.toml",
+        "examples/disk-monitor.toml",
+        "examples/fluentd-elasticsearch.yaml",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(p).unwrap())
+    .collect()
 }
 
 /// A random edit of a seed: delete, insert or replace a few bytes at char boundaries.
@@ -60,13 +64,74 @@ fn mutate(seed: &str, edits: &[(usize, u8, String)]) -> String {
 }
 
 const TOKENS: &[&str] = &[
-    "name", "labels", "selector", "matchLabels", "matchExpressions", "template", "tolerations",
-    "operator", "Exists", "Equal", "In", "NotIn", "Gt", "Lt", "effect", "NoExecute", "key", "value",
-    "values", "command", "resources", "limits", "requests", "cpu", "memory", "100m", "1e3", "200Mi",
-    "nodeSelectorTerms", "matchFields", "metadata.name", "updateStrategy", "maxSurge", "10%",
-    "maxUnavailable", "mounts", "hostPath", "ports", "port", "apiVersion", "apps/v1", "kind",
-    "DaemonSet", "spec", "containers", "volumes", "volumeMounts", "-", ":", "=", "[", "]", "{", "}",
-    "\"", "'", "\n", "  ", ",", "&a", "*a", "!!str", "---", "null", "~", "true", "-1", "0x10",
+    "name",
+    "labels",
+    "selector",
+    "matchLabels",
+    "matchExpressions",
+    "template",
+    "tolerations",
+    "operator",
+    "Exists",
+    "Equal",
+    "In",
+    "NotIn",
+    "Gt",
+    "Lt",
+    "effect",
+    "NoExecute",
+    "key",
+    "value",
+    "values",
+    "command",
+    "resources",
+    "limits",
+    "requests",
+    "cpu",
+    "memory",
+    "100m",
+    "1e3",
+    "200Mi",
+    "nodeSelectorTerms",
+    "matchFields",
+    "metadata.name",
+    "updateStrategy",
+    "maxSurge",
+    "10%",
+    "maxUnavailable",
+    "mounts",
+    "hostPath",
+    "ports",
+    "port",
+    "apiVersion",
+    "apps/v1",
+    "kind",
+    "DaemonSet",
+    "spec",
+    "containers",
+    "volumes",
+    "volumeMounts",
+    "-",
+    ":",
+    "=",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\"",
+    "'",
+    "\n",
+    "  ",
+    ",",
+    "&a",
+    "*a",
+    "!!str",
+    "---",
+    "null",
+    "~",
+    "true",
+    "-1",
+    "0x10",
 ];
 
 proptest! {

@@ -108,7 +108,11 @@ impl Cx {
             Value::Str(s) => Some(IntOrPercent::Str(s.clone())),
             Value::Null => None,
             _ => {
-                self.type_error(path, node, "an integer or a percentage string such as \"10%\"");
+                self.type_error(
+                    path,
+                    node,
+                    "an integer or a percentage string such as \"10%\"",
+                );
                 None
             }
         }
@@ -164,7 +168,12 @@ impl Cx {
             }
         };
         let mut out = Vec::new();
-        for Entry { key, key_pos, value } in entries {
+        for Entry {
+            key,
+            key_pos,
+            value,
+        } in entries
+        {
             let p = format!("{path}[{key}]");
             self.spans.insert(p.clone(), *key_pos);
             match &value.value {
@@ -347,13 +356,19 @@ impl<'n> Obj<'n> {
                 continue;
             }
             let path = self.child(&entry.key);
-            let message = elsewhere(&entry.key).unwrap_or_else(|| match did_you_mean(&entry.key, &self.known) {
-                Some(s) => format!("unknown field \"{}\", did you mean \"{s}\"?", entry.key),
-                None => {
-                    let mut valid = self.known.clone();
-                    valid.sort_unstable();
-                    valid.dedup();
-                    format!("unknown field \"{}\"; valid fields here: {}", entry.key, valid.join(", "))
+            let message = elsewhere(&entry.key).unwrap_or_else(|| {
+                match did_you_mean(&entry.key, &self.known) {
+                    Some(s) => format!("unknown field \"{}\", did you mean \"{s}\"?", entry.key),
+                    None => {
+                        let mut valid = self.known.clone();
+                        valid.sort_unstable();
+                        valid.dedup();
+                        format!(
+                            "unknown field \"{}\"; valid fields here: {}",
+                            entry.key,
+                            valid.join(", ")
+                        )
+                    }
                 }
             });
             cx.error(&path, Some(entry.key_pos), message);

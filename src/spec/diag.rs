@@ -94,7 +94,12 @@ mod tests {
             message: "bad".into(),
         };
         assert_eq!(d.to_string(), "a.toml:3:5: tolerations[0].operator: bad");
-        let w = Diagnostic { severity: Severity::Warning, pos: None, path: String::new(), ..d };
+        let w = Diagnostic {
+            severity: Severity::Warning,
+            pos: None,
+            path: String::new(),
+            ..d
+        };
         assert_eq!(w.to_string(), "a.toml: warning: bad");
     }
 

@@ -70,7 +70,10 @@ fn pos_at(text: &str, offset: usize) -> Pos {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     let col = text[line_start..]
         .char_indices()
         .take_while(|(i, _)| line_start + i < offset)
@@ -91,16 +94,23 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
         let pos = pos_at(text, start);
         let value = match value {
             DeValue::String(s) => Value::Str(s.to_string()),
-            DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
-                Ok(v) => Value::Int(v),
-                Err(_) => Value::Str(i.as_str().to_string()),
-            },
-            DeValue::Float(f) => Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
+            DeValue::Integer(i) => {
+                match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                    Ok(v) => Value::Int(v),
+                    Err(_) => Value::Str(i.as_str().to_string()),
+                }
+            }
+            DeValue::Float(f) => {
+                Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN))
+            }
             DeValue::Boolean(b) => Value::Bool(*b),
             DeValue::Datetime(d) => Value::Str(d.to_string()),
-            DeValue::Array(items) => {
-                Value::Seq(items.iter().map(|v| convert(text, v.get_ref(), v.span().start)).collect())
-            }
+            DeValue::Array(items) => Value::Seq(
+                items
+                    .iter()
+                    .map(|v| convert(text, v.get_ref(), v.span().start))
+                    .collect(),
+            ),
             DeValue::Table(t) => Value::Map(convert_table(text, t)),
         };
         Node { value, pos }
@@ -155,7 +165,10 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
 }
 
 fn marker_pos(m: &Marker) -> Pos {
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 /// A collection being built: the node, its anchor id (0 for none) and, for
@@ -185,7 +198,12 @@ impl YamlBuilder {
     fn count_nodes(node: &Node) -> usize {
         match &node.value {
             Value::Seq(items) => 1 + items.iter().map(Self::count_nodes).sum::<usize>(),
-            Value::Map(entries) => 1 + entries.iter().map(|e| Self::count_nodes(&e.value)).sum::<usize>(),
+            Value::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|e| Self::count_nodes(&e.value))
+                    .sum::<usize>()
+            }
             _ => 1,
         }
     }
@@ -197,13 +215,21 @@ impl YamlBuilder {
         }
         self.count += Self::count_nodes(&node);
         if self.count > MAX_YAML_NODES {
-            self.fail(node.pos, format!("document too large (more than {MAX_YAML_NODES} values)"));
+            self.fail(
+                node.pos,
+                format!("document too large (more than {MAX_YAML_NODES} values)"),
+            );
             return;
         }
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
         }
-        let Some(Open { node: parent, pending_key: pending, .. }) = self.stack.last_mut() else {
+        let Some(Open {
+            node: parent,
+            pending_key: pending,
+            ..
+        }) = self.stack.last_mut()
+        else {
             self.docs.push(node);
             return;
         };
@@ -230,7 +256,11 @@ impl YamlBuilder {
                     }
                     *pending = Some((key, node.pos));
                 }
-                Some((key, key_pos)) => entries.push(Entry { key, key_pos, value: node }),
+                Some((key, key_pos)) => entries.push(Entry {
+                    key,
+                    key_pos,
+                    value: node,
+                }),
             },
             _ => unreachable!("only collections are pushed on the stack"),
         }
@@ -243,7 +273,9 @@ fn resolve_plain(s: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -252,7 +284,10 @@ fn resolve_plain(s: &str) -> Value {
         i64::from_str_radix(hex, 16).ok()
     } else if let Some(oct) = s.strip_prefix("0o") {
         i64::from_str_radix(oct, 8).ok()
-    } else if s.bytes().enumerate().all(|(i, c)| c.is_ascii_digit() || (i == 0 && (c == b'-' || c == b'+')))
+    } else if s
+        .bytes()
+        .enumerate()
+        .all(|(i, c)| c.is_ascii_digit() || (i == 0 && (c == b'-' || c == b'+')))
         && s.bytes().any(|c| c.is_ascii_digit())
     {
         s.parse::<i64>().ok()
@@ -263,7 +298,8 @@ fn resolve_plain(s: &str) -> Value {
         return Value::Int(i);
     }
     let looks_float = s.bytes().any(|c| c.is_ascii_digit())
-        && s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'));
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'));
     if looks_float && let Ok(f) = s.parse::<f64>() {
         return Value::Float(f);
     }
@@ -283,15 +319,38 @@ impl MarkedEventReceiver for YamlBuilder {
                 self.push(Node { value, pos }, anchor);
             }
             Event::SequenceStart(anchor, _) => {
-                let node = Node { value: Value::Seq(Vec::new()), pos };
-                self.stack.push(Open { node, anchor, pending_key: None });
+                let node = Node {
+                    value: Value::Seq(Vec::new()),
+                    pos,
+                };
+                self.stack.push(Open {
+                    node,
+                    anchor,
+                    pending_key: None,
+                });
             }
             Event::MappingStart(anchor, _) => {
-                let node = Node { value: Value::Map(Vec::new()), pos };
-                self.stack.push(Open { node, anchor, pending_key: None });
+                let node = Node {
+                    value: Value::Map(Vec::new()),
+                    pos,
+                };
+                self.stack.push(Open {
+                    node,
+                    anchor,
+                    pending_key: None,
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(open) = self.stack.pop() {
+                if let Some(mut open) = self.stack.pop() {
+                    // A block mapping's event is marked after its first key; a
+                    // mapping starts where its first key does.
+                    if let Value::Map(entries) = &open.node.value
+                        && let Some(first) = entries.first()
+                        && (first.key_pos.line, first.key_pos.col)
+                            < (open.node.pos.line, open.node.pos.col)
+                    {
+                        open.node.pos = first.key_pos;
+                    }
                     self.push(open.node, open.anchor);
                 }
             }
@@ -330,7 +389,10 @@ mod tests {
         assert_eq!(top[0].key_pos, Pos { line: 1, col: 1 });
         assert_eq!(top[0].value.pos, Pos { line: 1, col: 8 });
         let env = map(&top[1].value);
-        assert_eq!(env.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["Z", "A"]);
+        assert_eq!(
+            env.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["Z", "A"]
+        );
         assert_eq!(env[1].key_pos, Pos { line: 5, col: 1 });
     }
 
@@ -348,7 +410,9 @@ mod tests {
         assert_eq!(top[0].value.value, Value::Int(1));
         assert_eq!(top[0].key_pos, Pos { line: 1, col: 1 });
         assert_eq!(top[0].value.pos, Pos { line: 1, col: 4 });
-        let Value::Seq(items) = &top[1].value.value else { panic!() };
+        let Value::Seq(items) = &top[1].value.value else {
+            panic!()
+        };
         assert_eq!(items[0].value, Value::Str("2".into()));
         assert_eq!(items[1].pos, Pos { line: 4, col: 5 });
         assert_eq!(map(&docs[1])[0].value.value, Value::Bool(true));
@@ -359,16 +423,27 @@ mod tests {
         let docs = parse_yaml("{\n  \"a\": [1, \"b\", null],\n  \"c\": {\"d\": 1.5}\n}").unwrap();
         let top = map(&docs[0]);
         assert_eq!(top[0].key_pos.line, 2);
-        let Value::Seq(items) = &top[0].value.value else { panic!() };
+        let Value::Seq(items) = &top[0].value.value else {
+            panic!()
+        };
         assert_eq!(items[2].value, Value::Null);
     }
 
     #[test]
     fn yaml_duplicate_keys_and_bombs_are_errors() {
-        assert!(parse_yaml("a: 1\na: 2\n").unwrap_err().message.contains("already defined"));
+        assert!(
+            parse_yaml("a: 1\na: 2\n")
+                .unwrap_err()
+                .message
+                .contains("already defined")
+        );
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         assert!(parse_yaml(&bomb).unwrap_err().message.contains("too large"));

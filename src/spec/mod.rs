@@ -35,7 +35,11 @@ impl<T> Loaded<T> {
 
     /// The objects, or every diagnostic when any of them is an error.
     pub fn into_result(self) -> Result<(Vec<T>, Vec<Diagnostic>), Vec<Diagnostic>> {
-        if self.has_errors() { Err(self.diagnostics) } else { Ok((self.items, self.diagnostics)) }
+        if self.has_errors() {
+            Err(self.diagnostics)
+        } else {
+            Ok((self.items, self.diagnostics))
+        }
     }
 }
 
@@ -51,11 +55,21 @@ pub fn format_of(path: &Path) -> Option<Format> {
 
 /// A diagnostic about the whole file.
 pub(crate) fn file_error(file: &str, pos: Option<doc::Pos>, message: String) -> Diagnostic {
-    Diagnostic { file: file.to_string(), pos, path: String::new(), severity: Severity::Error, message }
+    Diagnostic {
+        file: file.to_string(),
+        pos,
+        path: String::new(),
+        severity: Severity::Error,
+        message,
+    }
 }
 
 /// Parse `text` into its documents: one for TOML, any number for YAML/JSON.
-pub(crate) fn documents(file: &str, text: &str, format: Format) -> Result<Vec<doc::Node>, Diagnostic> {
+pub(crate) fn documents(
+    file: &str,
+    text: &str,
+    format: Format,
+) -> Result<Vec<doc::Node>, Diagnostic> {
     let parsed = match format {
         Format::Toml => doc::parse_toml(text).map(|d| vec![d]),
         Format::Yaml | Format::Json => doc::parse_yaml(text),
@@ -80,7 +94,10 @@ pub(crate) fn finish_diagnostics(file: &str, cx: Cx, out: &mut Vec<Diagnostic>) 
 
 /// Decode and validate every daemonset in one file's text.
 pub fn parse_daemonsets(file: &str, text: &str, format: Format) -> Loaded<DaemonSet> {
-    let mut loaded = Loaded { items: Vec::new(), diagnostics: Vec::new() };
+    let mut loaded = Loaded {
+        items: Vec::new(),
+        diagnostics: Vec::new(),
+    };
     let docs = match documents(file, text, format) {
         Ok(d) => d,
         Err(e) => {
@@ -89,7 +106,11 @@ pub fn parse_daemonsets(file: &str, text: &str, format: Format) -> Loaded<Daemon
         }
     };
     if docs.is_empty() {
-        loaded.diagnostics.push(file_error(file, None, "the file holds no daemonset".to_string()));
+        loaded.diagnostics.push(file_error(
+            file,
+            None,
+            "the file holds no daemonset".to_string(),
+        ));
     }
     for root in &docs {
         let mut cx = Cx::default();
@@ -104,7 +125,9 @@ pub fn parse_daemonsets(file: &str, text: &str, format: Format) -> Loaded<Daemon
                     Format::Yaml | Format::Json => p.to_string(),
                 };
                 let path = translate(&finding.path);
-                let pos = cx.pos_of(&translate(finding.locate.as_deref().unwrap_or(&finding.path)));
+                let pos = cx.pos_of(&translate(
+                    finding.locate.as_deref().unwrap_or(&finding.path),
+                ));
                 cx.diags.push(Diagnostic {
                     file: String::new(),
                     pos,
@@ -124,11 +147,16 @@ pub fn parse_daemonsets(file: &str, text: &str, format: Format) -> Loaded<Daemon
             loaded.diagnostics.push(file_error(
                 file,
                 None,
-                format!("daemonset \"{}\" is defined more than once in this file", ds.name),
+                format!(
+                    "daemonset \"{}\" is defined more than once in this file",
+                    ds.name
+                ),
             ));
         }
     }
-    loaded.diagnostics.sort_by_key(|d| (d.pos.map(|p| (p.line, p.col)), d.severity));
+    loaded
+        .diagnostics
+        .sort_by_key(|d| (d.pos.map(|p| (p.line, p.col)), d.severity));
     loaded
 }
 
@@ -137,7 +165,10 @@ pub fn read_daemonsets(path: &Path) -> Loaded<DaemonSet> {
     let file = path.display().to_string();
     match read_text(path) {
         Ok((text, format)) => parse_daemonsets(&file, &text, format),
-        Err(d) => Loaded { items: Vec::new(), diagnostics: vec![d] },
+        Err(d) => Loaded {
+            items: Vec::new(),
+            diagnostics: vec![d],
+        },
     }
 }
 
@@ -148,10 +179,12 @@ pub(crate) fn read_text(path: &Path) -> Result<(String, Format), Diagnostic> {
         return Err(file_error(
             &file,
             None,
-            "unknown file type: name it *.toml (native), *.yaml, *.yml or *.json (Kubernetes)".to_string(),
+            "unknown file type: name it *.toml (native), *.yaml, *.yml or *.json (Kubernetes)"
+                .to_string(),
         ));
     };
-    let text = std::fs::read(path).map_err(|e| file_error(&file, None, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read(path).map_err(|e| file_error(&file, None, format!("cannot read: {e}")))?;
     let text = String::from_utf8(text)
         .map_err(|e| file_error(&file, None, format!("not UTF-8 text: {e}")))?;
     Ok((text, format))

@@ -92,7 +92,7 @@ pub struct PodTemplate {
 pub struct Process {
     /// Container name (DNS-1123 label); defaults to the daemonset name in TOML.
     pub name: String,
-    /// argv: `command` followed by `args`. argv[0] is an absolute path or a
+    /// argv: `command` followed by `args`. `argv[0]` is an absolute path or a
     /// bare program name looked up in PATH.
     pub argv: Vec<String>,
     /// Environment, in the order written.

@@ -15,10 +15,29 @@ pub const PROCESS_NAME: &str = "main";
 /// Fields of the top level, for the hint when one is written under a table
 /// header by mistake.
 const TOP_LEVEL: &[&str] = &[
-    "name", "labels", "annotations", "selector", "template", "nodeName", "nodeSelector",
-    "nodeSelectorTerms", "tolerations", "restartPolicy", "terminationGracePeriodSeconds",
-    "hostNetwork", "command", "env", "workingDir", "user", "group", "resources", "ports", "mounts",
-    "updateStrategy", "minReadySeconds", "revisionHistoryLimit",
+    "name",
+    "labels",
+    "annotations",
+    "selector",
+    "template",
+    "nodeName",
+    "nodeSelector",
+    "nodeSelectorTerms",
+    "tolerations",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+    "hostNetwork",
+    "command",
+    "env",
+    "workingDir",
+    "user",
+    "group",
+    "resources",
+    "ports",
+    "mounts",
+    "updateStrategy",
+    "minReadySeconds",
+    "revisionHistoryLimit",
 ];
 
 /// TOML's trap: every key after a `[table]` header belongs to that table.
@@ -39,7 +58,11 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
     let mut o = Obj::new(cx, "", root)?;
     let name = o.string(cx, "name");
     if name.is_none() && !o.has("name") {
-        cx.error("name", Some(o.pos), "required: the daemonset's name, e.g. name = \"log-collector\"");
+        cx.error(
+            "name",
+            Some(o.pos),
+            "required: the daemonset's name, e.g. name = \"log-collector\"",
+        );
     }
     let labels = o.string_map(cx, "labels");
     let annotations = o.string_map(cx, "annotations");
@@ -73,11 +96,17 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
     if let Some((p, n)) = o.get(cx, "nodeSelectorTerms") {
         let terms = cx.list(&p, n);
         template.required_node_affinity = Some(NodeSelector {
-            terms: terms.into_iter().filter_map(|(p, n)| node_selector_term(cx, &p, n)).collect(),
+            terms: terms
+                .into_iter()
+                .filter_map(|(p, n)| node_selector_term(cx, &p, n))
+                .collect(),
         });
     }
-    template.tolerations =
-        o.list(cx, "tolerations").into_iter().filter_map(|(p, n)| toleration(cx, &p, n)).collect();
+    template.tolerations = o
+        .list(cx, "tolerations")
+        .into_iter()
+        .filter_map(|(p, n)| toleration(cx, &p, n))
+        .collect();
     if let Some(rp) = o.string(cx, "restartPolicy") {
         template.restart_policy = rp;
     }
@@ -112,7 +141,11 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
         process.resources.limits = quantities(cx, &mut r, "limits");
         r.finish_with(cx, misplaced_top_level("resources"));
     }
-    process.ports = o.list(cx, "ports").into_iter().filter_map(|(p, n)| port(cx, &p, n)).collect();
+    process.ports = o
+        .list(cx, "ports")
+        .into_iter()
+        .filter_map(|(p, n)| port(cx, &p, n))
+        .collect();
     template.mounts = o
         .list(cx, "mounts")
         .into_iter()
@@ -122,9 +155,15 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
 
     let mut update_strategy = UpdateStrategy::default();
     if let Some(mut u) = o.obj(cx, "updateStrategy") {
-        let kind = u.string(cx, "type").unwrap_or_else(|| "RollingUpdate".into());
-        let max_unavailable = u.get(cx, "maxUnavailable").and_then(|(p, n)| cx.int_or_string(&p, n));
-        let max_surge = u.get(cx, "maxSurge").and_then(|(p, n)| cx.int_or_string(&p, n));
+        let kind = u
+            .string(cx, "type")
+            .unwrap_or_else(|| "RollingUpdate".into());
+        let max_unavailable = u
+            .get(cx, "maxUnavailable")
+            .and_then(|(p, n)| cx.int_or_string(&p, n));
+        let max_surge = u
+            .get(cx, "maxSurge")
+            .and_then(|(p, n)| cx.int_or_string(&p, n));
         let defaults = RollingUpdate::default();
         update_strategy = UpdateStrategy {
             rolling_update: (kind == "RollingUpdate").then(|| RollingUpdate {
@@ -183,7 +222,11 @@ pub(crate) fn quantities(
         .collect()
 }
 
-pub(crate) fn label_requirement(cx: &mut Cx, path: &str, n: &Node) -> Option<LabelSelectorRequirement> {
+pub(crate) fn label_requirement(
+    cx: &mut Cx,
+    path: &str,
+    n: &Node,
+) -> Option<LabelSelectorRequirement> {
     let mut o = Obj::new(cx, path, n)?;
     let r = LabelSelectorRequirement {
         key: o.string(cx, "key").unwrap_or_default(),
@@ -233,7 +276,11 @@ fn port(cx: &mut Cx, path: &str, n: &Node) -> Option<Port> {
     let mut o = Obj::new(cx, path, n)?;
     let number = o.int(cx, "port");
     if number.is_none() && !o.has("port") {
-        cx.error(&o.child("port"), Some(o.pos), "required: the port number the daemon listens on");
+        cx.error(
+            &o.child("port"),
+            Some(o.pos),
+            "required: the port number the daemon listens on",
+        );
     }
     let p = Port {
         name: o.string(cx, "name").unwrap_or_default(),
@@ -249,7 +296,11 @@ fn mount(cx: &mut Cx, index: usize, path: &str, n: &Node) -> Option<Mount> {
     let mut o = Obj::new(cx, path, n)?;
     let host_path = o.string(cx, "hostPath");
     if host_path.is_none() {
-        cx.error(&o.child("hostPath"), Some(o.pos), "required: the host directory or file to bind");
+        cx.error(
+            &o.child("hostPath"),
+            Some(o.pos),
+            "required: the host directory or file to bind",
+        );
     }
     let mount_path = o.string(cx, "mountPath");
     let read_only = o.bool(cx, "readOnly").unwrap_or(false);
@@ -267,7 +318,10 @@ fn mount(cx: &mut Cx, index: usize, path: &str, n: &Node) -> Option<Mount> {
 pub fn path_from_k8s(k8s: &str) -> String {
     const CONTAINER: &str = "spec.template.spec.containers[0].";
     const TABLE: &[(&str, &str)] = &[
-        ("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms", "nodeSelectorTerms"),
+        (
+            "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+            "nodeSelectorTerms",
+        ),
         ("spec.template.metadata.", "template."),
         ("spec.template.labels", "template.labels"),
         ("spec.template.annotations", "template.annotations"),
@@ -288,7 +342,9 @@ pub fn path_from_k8s(k8s: &str) -> String {
                 return format!("{to}{tail}");
             }
         }
-        return rest.replace(".containerPort", ".port").replace(".hostPort", ".port");
+        return rest
+            .replace(".containerPort", ".port")
+            .replace(".hostPort", ".port");
     }
     for (from, to) in TABLE {
         if let Some(tail) = k8s.strip_prefix(from) {

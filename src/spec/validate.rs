@@ -11,7 +11,8 @@ use std::cmp::Ordering;
 
 use crate::quantity::Quantity;
 use crate::syntax::{
-    is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_qualified_name, is_valid_label_value,
+    is_dns1123_label, is_dns1123_subdomain, is_env_var_name, is_qualified_name,
+    is_valid_label_value,
 };
 
 use super::diag::Severity;
@@ -52,7 +53,12 @@ impl Findings {
         self.push(path.into(), None, Severity::Warning, message.into());
     }
     fn push(&mut self, path: String, locate: Option<String>, severity: Severity, message: String) {
-        self.0.push(Finding { path, locate, severity, message });
+        self.0.push(Finding {
+            path,
+            locate,
+            severity,
+            message,
+        });
     }
 }
 
@@ -75,8 +81,10 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
         Some(sel) => {
             let ok = validate_label_selector(&mut f, "spec.selector", sel);
             if ok
-                && crate::placement::selector::label_selector_matches(Some(sel), &ds.template.labels)
-                    != Ok(true)
+                && crate::placement::selector::label_selector_matches(
+                    Some(sel),
+                    &ds.template.labels,
+                ) != Ok(true)
             {
                 f.error(
                     "spec.template.metadata.labels",
@@ -87,21 +95,31 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
     }
 
     validate_labels(&mut f, "spec.template.labels", &ds.template.labels);
-    validate_annotations(&mut f, "spec.template.annotations", &ds.template.annotations);
+    validate_annotations(
+        &mut f,
+        "spec.template.annotations",
+        &ds.template.annotations,
+    );
     validate_pod_spec(&mut f, &ds.template);
     validate_update_strategy(&mut f, &ds.update_strategy);
     if ds.min_ready_seconds < 0 {
         f.error("spec.minReadySeconds", "must be greater than or equal to 0");
     }
     if ds.revision_history_limit < 0 {
-        f.error("spec.revisionHistoryLimit", "must be greater than or equal to 0");
+        f.error(
+            "spec.revisionHistoryLimit",
+            "must be greater than or equal to 0",
+        );
     }
     f.0
 }
 
 fn validate_name(f: &mut Findings, name: &str) {
     if name.is_empty() {
-        f.error("metadata.name", "required: a DNS-1123 subdomain such as \"log-collector\"");
+        f.error(
+            "metadata.name",
+            "required: a DNS-1123 subdomain such as \"log-collector\"",
+        );
         return;
     }
     for m in is_dns1123_subdomain(name) {
@@ -126,7 +144,11 @@ fn validate_labels(f: &mut Findings, path: &str, labels: &Labels) {
             f.error_at(path, at.clone(), format!("invalid label key \"{k}\": {m}"));
         }
         for m in is_valid_label_value(v) {
-            f.error_at(path, at.clone(), format!("invalid label value \"{v}\" for key \"{k}\": {m}"));
+            f.error_at(
+                path,
+                at.clone(),
+                format!("invalid label value \"{v}\" for key \"{k}\": {m}"),
+            );
         }
     }
 }
@@ -140,11 +162,18 @@ fn validate_annotations(f: &mut Findings, path: &str, annotations: &Labels) {
     for (k, v) in annotations {
         total += k.len() + v.len();
         for m in is_qualified_name(&k.to_lowercase()) {
-            f.error_at(path, format!("{path}[{k}]"), format!("invalid annotation key \"{k}\": {m}"));
+            f.error_at(
+                path,
+                format!("{path}[{k}]"),
+                format!("invalid annotation key \"{k}\": {m}"),
+            );
         }
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
-        f.error(path, format!("too long: must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"));
+        f.error(
+            path,
+            format!("too long: must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"),
+        );
     }
 }
 
@@ -180,11 +209,17 @@ fn validate_label_selector(f: &mut Findings, path: &str, sel: &LabelSelector) ->
             ),
         }
         for m in is_qualified_name(&req.key) {
-            f.error(format!("{p}.key"), format!("invalid label key \"{}\": {m}", req.key));
+            f.error(
+                format!("{p}.key"),
+                format!("invalid label key \"{}\": {m}", req.key),
+            );
         }
         for (j, v) in req.values.iter().enumerate() {
             for m in is_valid_label_value(v) {
-                f.error(format!("{p}.values[{j}]"), format!("invalid label value \"{v}\": {m}"));
+                f.error(
+                    format!("{p}.values[{j}]"),
+                    format!("invalid label value \"{v}\": {m}"),
+                );
             }
         }
     }
@@ -200,7 +235,11 @@ fn validate_pod_spec(f: &mut Findings, t: &PodTemplate) {
             );
         }
     }
-    validate_labels(f, &format!("{TEMPLATE_SPEC}.nodeSelector"), &t.node_selector);
+    validate_labels(
+        f,
+        &format!("{TEMPLATE_SPEC}.nodeSelector"),
+        &t.node_selector,
+    );
     if let Some(ns) = &t.required_node_affinity {
         validate_node_selector(f, ns);
     }
@@ -282,14 +321,19 @@ fn validate_node_selector(f: &mut Findings, ns: &NodeSelector) {
                 ),
             }
             for m in is_qualified_name(&req.key) {
-                f.error(format!("{p}.key"), format!("invalid label key \"{}\": {m}", req.key));
+                f.error(
+                    format!("{p}.key"),
+                    format!("invalid label key \"{}\": {m}", req.key),
+                );
             }
             if matches!(req.operator.as_str(), "In" | "NotIn") {
                 for (k, v) in req.values.iter().enumerate() {
                     if !is_valid_label_value(v).is_empty() {
                         f.warn(
                             format!("{p}.values[{k}]"),
-                            format!("\"{v}\" is not a valid label value, so this term never matches"),
+                            format!(
+                                "\"{v}\" is not a valid label value, so this term never matches"
+                            ),
                         );
                     }
                 }
@@ -326,7 +370,10 @@ fn validate_node_selector(f: &mut Findings, ns: &NodeSelector) {
             } else {
                 for (k, v) in req.values.iter().enumerate() {
                     for m in is_dns1123_subdomain(v) {
-                        f.error(format!("{p}.values[{k}]"), format!("invalid node name \"{v}\": {m}"));
+                        f.error(
+                            format!("{p}.values[{k}]"),
+                            format!("invalid node name \"{v}\": {m}"),
+                        );
                     }
                 }
             }
@@ -334,7 +381,8 @@ fn validate_node_selector(f: &mut Findings, ns: &NodeSelector) {
     }
 }
 
-const EFFECTS: &str = "\"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\" (or empty for all effects)";
+const EFFECTS: &str =
+    "\"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\" (or empty for all effects)";
 
 /// `ValidateTolerations`.
 fn validate_tolerations(f: &mut Findings, tolerations: &[Toleration]) {
@@ -342,7 +390,10 @@ fn validate_tolerations(f: &mut Findings, tolerations: &[Toleration]) {
         let p = format!("{TEMPLATE_SPEC}.tolerations[{i}]");
         if !t.key.is_empty() {
             for m in is_qualified_name(&t.key) {
-                f.error(format!("{p}.key"), format!("invalid key \"{}\": {m}", t.key));
+                f.error(
+                    format!("{p}.key"),
+                    format!("invalid key \"{}\": {m}", t.key),
+                );
             }
         }
         if t.key.is_empty() && t.operator != "Exists" {
@@ -367,7 +418,10 @@ fn validate_tolerations(f: &mut Findings, tolerations: &[Toleration]) {
         match t.operator.as_str() {
             "" | "Equal" => {
                 for m in is_valid_label_value(&t.value) {
-                    f.error(format!("{p}.operator"), format!("invalid value \"{}\": {m}", t.value));
+                    f.error(
+                        format!("{p}.operator"),
+                        format!("invalid value \"{}\": {m}", t.value),
+                    );
                 }
             }
             "Exists" => {
@@ -386,10 +440,16 @@ fn validate_tolerations(f: &mut Findings, tolerations: &[Toleration]) {
                 format!("unsupported value \"{op}\": supported values: \"Equal\", \"Exists\""),
             ),
         }
-        if !matches!(t.effect.as_str(), "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        if !matches!(
+            t.effect.as_str(),
+            "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+        ) {
             f.error(
                 format!("{p}.effect"),
-                format!("unsupported value \"{}\": supported values: {EFFECTS}", t.effect),
+                format!(
+                    "unsupported value \"{}\": supported values: {EFFECTS}",
+                    t.effect
+                ),
             );
         }
     }
@@ -403,7 +463,8 @@ fn valid_user_or_group(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() <= 31
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 /// `IsValidPortName` (IANA_SVC_NAME).
@@ -411,7 +472,10 @@ fn port_name_problems(name: &str) -> Option<&'static str> {
     if name.len() > 15 {
         return Some("must be no more than 15 characters");
     }
-    if !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
         return Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
     }
     if name.contains("--") {
@@ -428,7 +492,10 @@ fn port_name_problems(name: &str) -> Option<&'static str> {
 
 fn validate_process(f: &mut Findings, p: &Process, host_network: bool) {
     for m in is_dns1123_label(&p.name) {
-        f.error(format!("{CONTAINER}.name"), format!("invalid value \"{}\": {m}", p.name));
+        f.error(
+            format!("{CONTAINER}.name"),
+            format!("invalid value \"{}\": {m}", p.name),
+        );
     }
     match p.argv.first() {
         None => f.error(
@@ -450,15 +517,24 @@ fn validate_process(f: &mut Findings, p: &Process, host_network: bool) {
     }
     for (i, a) in p.argv.iter().enumerate() {
         if a.contains('\0') {
-            f.error(format!("{CONTAINER}.command[{i}]"), "must not contain a NUL character");
+            f.error(
+                format!("{CONTAINER}.command[{i}]"),
+                "must not contain a NUL character",
+            );
         }
     }
     for (i, e) in p.env.iter().enumerate() {
         for m in is_env_var_name(&e.name) {
-            f.error(format!("{CONTAINER}.env[{i}].name"), format!("invalid value \"{}\": {m}", e.name));
+            f.error(
+                format!("{CONTAINER}.env[{i}].name"),
+                format!("invalid value \"{}\": {m}", e.name),
+            );
         }
         if e.value.contains('\0') {
-            f.error(format!("{CONTAINER}.env[{i}].value"), "must not contain a NUL character");
+            f.error(
+                format!("{CONTAINER}.env[{i}].value"),
+                "must not contain a NUL character",
+            );
         }
     }
     if !p.working_dir.is_empty() && !p.working_dir.starts_with('/') {
@@ -535,22 +611,37 @@ fn validate_ports(f: &mut Findings, ports: &[Port], host_network: bool) {
         let p = format!("{CONTAINER}.ports[{i}]");
         if !port.name.is_empty() {
             if let Some(m) = port_name_problems(&port.name) {
-                f.error(format!("{p}.name"), format!("invalid value \"{}\": {m}", port.name));
+                f.error(
+                    format!("{p}.name"),
+                    format!("invalid value \"{}\": {m}", port.name),
+                );
             }
             if !names.insert(port.name.as_str()) {
-                f.error(format!("{p}.name"), format!("duplicate value \"{}\"", port.name));
+                f.error(
+                    format!("{p}.name"),
+                    format!("duplicate value \"{}\"", port.name),
+                );
             }
         }
         if !(1..=65535).contains(&port.container_port) {
-            f.error(format!("{p}.containerPort"), "must be between 1 and 65535, inclusive");
+            f.error(
+                format!("{p}.containerPort"),
+                "must be between 1 and 65535, inclusive",
+            );
         }
         if !(0..=65535).contains(&port.host_port) {
-            f.error(format!("{p}.hostPort"), "must be between 1 and 65535, inclusive");
+            f.error(
+                format!("{p}.hostPort"),
+                "must be between 1 and 65535, inclusive",
+            );
         }
         if !matches!(port.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
             f.error(
                 format!("{p}.protocol"),
-                format!("unsupported value \"{}\": supported values: \"SCTP\", \"TCP\", \"UDP\"", port.protocol),
+                format!(
+                    "unsupported value \"{}\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                    port.protocol
+                ),
             );
         }
         if host_network && port.host_port != 0 && port.host_port != port.container_port {
@@ -571,11 +662,15 @@ fn validate_update_strategy(f: &mut Findings, s: &UpdateStrategy) {
         "OnDelete" => {}
         "RollingUpdate" => {
             let Some(ru) = &s.rolling_update else {
-                f.error("spec.updateStrategy.rollingUpdate", "required when type is RollingUpdate");
+                f.error(
+                    "spec.updateStrategy.rollingUpdate",
+                    "required when type is RollingUpdate",
+                );
                 return;
             };
             let base = "spec.updateStrategy.rollingUpdate";
-            let unavailable = check_int_or_percent(f, &format!("{base}.maxUnavailable"), &ru.max_unavailable);
+            let unavailable =
+                check_int_or_percent(f, &format!("{base}.maxUnavailable"), &ru.max_unavailable);
             let surge = check_int_or_percent(f, &format!("{base}.maxSurge"), &ru.max_surge);
             match (unavailable, surge) {
                 (Some(0), Some(0)) => f.error(
@@ -592,7 +687,9 @@ fn validate_update_strategy(f: &mut Findings, s: &UpdateStrategy) {
         }
         other => f.error(
             "spec.updateStrategy",
-            format!("unsupported value \"{other}\": supported values: \"OnDelete\", \"RollingUpdate\""),
+            format!(
+                "unsupported value \"{other}\": supported values: \"OnDelete\", \"RollingUpdate\""
+            ),
         ),
     }
 }
@@ -606,10 +703,15 @@ fn check_int_or_percent(f: &mut Findings, path: &str, v: &IntOrPercent) -> Optio
         }
         IntOrPercent::Int(i) => Some(*i),
         IntOrPercent::Str(s) => {
-            let digits = s.strip_suffix('%').filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()));
+            let digits = s
+                .strip_suffix('%')
+                .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()));
             match digits.map(str::parse::<i64>) {
                 Some(Ok(pct)) if pct > 100 => {
-                    f.error(path, format!("invalid value \"{s}\": must not be greater than 100%"));
+                    f.error(
+                        path,
+                        format!("invalid value \"{s}\": must not be greater than 100%"),
+                    );
                     None
                 }
                 Some(Ok(pct)) => Some(pct),
