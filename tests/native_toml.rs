@@ -342,6 +342,20 @@ fn mounts_and_ports() {
         "ds.toml:8:1: mounts[0].hostPath: required: the host directory or file to bind",
     );
     assert_diag(
+        &with("[[mounts]]\nhostPath = \"var/log\""),
+        "ds.toml:9:12: mounts[0].hostPath: \"var/log\" must be an absolute path",
+    );
+    assert_diag(
+        &with("[[mounts]]\nhostPath = \"/a:b\""),
+        "ds.toml:9:12: mounts[0].hostPath: \"/a:b\" must not contain ':', which systemd's BindPaths= reads as a separator",
+    );
+    assert_diag(
+        &with(
+            "[[mounts]]\nhostPath = \"/srv\"\nmountPath = \"/data\"\n[[mounts]]\nhostPath = \"/data\"",
+        ),
+        "ds.toml:11:1: mounts[1].mountPath: invalid value \"/data\": must be unique",
+    );
+    assert_diag(
         &with("[[ports]]\nname = \"metrics\"\nport = 70000"),
         "ds.toml:10:8: ports[0].port: must be between 1 and 65535, inclusive",
     );

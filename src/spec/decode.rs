@@ -375,3 +375,30 @@ impl<'n> Obj<'n> {
         }
     }
 }
+
+/// A path field that must be written, absolute and free of ':' (systemd's `BindPaths=`
+/// cannot carry one). `None` after an error.
+pub fn required_path(cx: &mut Cx, o: &mut Obj<'_>, key: &'static str, why: &str) -> Option<String> {
+    let p = o.child(key);
+    let Some(value) = o.string(cx, key).filter(|v| !v.is_empty()) else {
+        cx.error(&p, cx.pos_of(&p), why);
+        return None;
+    };
+    let pos = cx.pos_of(&p);
+    let mut ok = true;
+    if !value.starts_with('/') {
+        cx.error(&p, pos, format!("\"{value}\" must be an absolute path"));
+        ok = false;
+    }
+    if value.contains(':') {
+        cx.error(
+            &p,
+            pos,
+            format!(
+                "\"{value}\" must not contain ':', which systemd's BindPaths= reads as a separator"
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(value)
+}

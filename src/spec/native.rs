@@ -5,7 +5,7 @@
 //! systemd host runs exactly one process per daemonset. See README.md
 //! ("Spec format") for every field.
 
-use super::decode::{Cx, Obj};
+use super::decode::{Cx, Obj, required_path};
 use super::doc::{Node, Value};
 use super::model::*;
 
@@ -146,12 +146,14 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
         .into_iter()
         .filter_map(|(p, n)| port(cx, &p, n))
         .collect();
-    template.mounts = o
+    let mounts: Vec<(String, Mount)> = o
         .list(cx, "mounts")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, (p, n))| mount(cx, i, &p, n))
+        .filter_map(|(i, (p, n))| mount(cx, i, &p, n).map(|m| (p, m)))
         .collect();
+    check_unique_mount_paths(cx, &mounts);
+    template.mounts = mounts.into_iter().map(|(_, m)| m).collect();
 
     let mut update_strategy = UpdateStrategy::default();
     if let Some(mut u) = o.obj(cx, "updateStrategy") {
@@ -294,24 +296,45 @@ fn port(cx: &mut Cx, path: &str, n: &Node) -> Option<Port> {
 
 fn mount(cx: &mut Cx, index: usize, path: &str, n: &Node) -> Option<Mount> {
     let mut o = Obj::new(cx, path, n)?;
-    let host_path = o.string(cx, "hostPath");
-    if host_path.is_none() {
-        cx.error(
-            &o.child("hostPath"),
-            Some(o.pos),
-            "required: the host directory or file to bind",
-        );
-    }
-    let mount_path = o.string(cx, "mountPath");
+    let host_path = required_path(
+        cx,
+        &mut o,
+        "hostPath",
+        "required: the host directory or file to bind",
+    );
+    let mount_path = if o.has("mountPath") {
+        required_path(
+            cx,
+            &mut o,
+            "mountPath",
+            "must be the absolute path the daemon sees",
+        )
+    } else {
+        host_path.clone()
+    };
     let read_only = o.bool(cx, "readOnly").unwrap_or(false);
     o.finish(cx);
-    let host_path = host_path?;
     Some(Mount {
         name: format!("mount-{index}"),
-        mount_path: mount_path.unwrap_or_else(|| host_path.clone()),
-        host_path,
+        host_path: host_path?,
+        mount_path: mount_path?,
         read_only,
     })
+}
+
+/// Two mounts on one path would hide each other.
+fn check_unique_mount_paths(cx: &mut Cx, mounts: &[(String, Mount)]) {
+    let mut seen = std::collections::HashSet::new();
+    for (path, m) in mounts {
+        if !seen.insert(m.mount_path.as_str()) {
+            let p = format!("{path}.mountPath");
+            cx.error(
+                &p,
+                cx.pos_of(&p),
+                format!("invalid value \"{}\": must be unique", m.mount_path),
+            );
+        }
+    }
 }
 
 /// Translate a canonical Kubernetes field path into this format's path.
