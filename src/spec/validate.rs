@@ -177,6 +177,24 @@ fn validate_annotations(f: &mut Findings, path: &str, annotations: &Labels) {
     }
 }
 
+/// The value rules of the set-based operators, shared by label selectors and
+/// node selector requirements. Returns false when `op` is none of them.
+fn check_set_operator(f: &mut Findings, p: &str, op: &str, values: &[String]) -> bool {
+    match op {
+        "In" | "NotIn" if values.is_empty() => f.error(
+            format!("{p}.values"),
+            "must be specified when `operator` is 'In' or 'NotIn'",
+        ),
+        "Exists" | "DoesNotExist" if !values.is_empty() => f.error(
+            format!("{p}.values"),
+            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        ),
+        "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+        _ => return false,
+    }
+    true
+}
+
 /// `ValidateLabelSelector`. Returns whether the selector is valid.
 fn validate_label_selector(f: &mut Findings, path: &str, sel: &LabelSelector) -> bool {
     let before = f.0.len();
@@ -184,22 +202,7 @@ fn validate_label_selector(f: &mut Findings, path: &str, sel: &LabelSelector) ->
     for (i, req) in sel.match_expressions.iter().enumerate() {
         let p = format!("{path}.matchExpressions[{i}]");
         match req.operator.as_str() {
-            "In" | "NotIn" => {
-                if req.values.is_empty() {
-                    f.error(
-                        format!("{p}.values"),
-                        "must be specified when `operator` is 'In' or 'NotIn'",
-                    );
-                }
-            }
-            "Exists" | "DoesNotExist" => {
-                if !req.values.is_empty() {
-                    f.error(
-                        format!("{p}.values"),
-                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                    );
-                }
-            }
+            op if check_set_operator(f, &p, op, &req.values) => {}
             op => f.error(
                 format!("{p}.operator"),
                 format!(
@@ -279,22 +282,7 @@ fn validate_node_selector(f: &mut Findings, ns: &NodeSelector) {
         for (j, req) in term.match_expressions.iter().enumerate() {
             let p = format!("{tp}.matchExpressions[{j}]");
             match req.operator.as_str() {
-                "In" | "NotIn" => {
-                    if req.values.is_empty() {
-                        f.error(
-                            format!("{p}.values"),
-                            "must be specified when `operator` is 'In' or 'NotIn'",
-                        );
-                    }
-                }
-                "Exists" | "DoesNotExist" => {
-                    if !req.values.is_empty() {
-                        f.error(
-                            format!("{p}.values"),
-                            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                        );
-                    }
-                }
+                op if check_set_operator(f, &p, op, &req.values) => {}
                 "Gt" | "Lt" => {
                     if req.values.len() != 1 {
                         f.error(
