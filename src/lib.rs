@@ -8,16 +8,29 @@
 //! - [`placement`]: the DaemonSet controller's `shouldRun` / `shouldContinueRunning`.
 //! - [`node`]: node files (`node.toml`, Kubernetes `v1` Node) and the host facts behind
 //!   the automatic labels.
+//! - [`unit`]: a daemonset as a transient systemd unit (properties, revision, markers).
+//! - [`plan`]: the agent's decisions: desired specs + node + observed units → actions.
+//! - [`report`]: what an agent says about its node (status file, later the coordinator).
+//! - `systemd` (feature `systemd`): the narrow trait over systemd's D-Bus API, its zbus
+//!   implementation and an in-memory fake.
+//! - `agent` (feature `agent`): `hostsetd`, the event loop around [`plan`].
 //! - `cli` (feature `cli`): the `hostset` command line.
 //!
 //! The decisions are pure functions over plain data; the only side effects in the
 //! library core are reading the files and host facts they are asked to read
 //! (`spec::read_daemonsets`, `node::read_node`, `node::HostFacts::detect`).
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod node;
 pub mod placement;
+pub mod plan;
 pub mod quantity;
+pub mod report;
 pub mod spec;
 pub mod syntax;
+#[cfg(feature = "systemd")]
+pub mod systemd;
+pub mod unit;

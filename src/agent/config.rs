@@ -1,0 +1,417 @@
+//! The agent's configuration: `/etc/hostset/agent.toml`, overridden by `hostsetd`'s flags.
+//!
+//! ```toml
+//! # Where daemonset specs are read from (default /etc/hostset/daemonsets.d).
+//! spec_dir = "/etc/hostset/daemonsets.d"
+//! # The node file (default /etc/hostset/node.toml).
+//! node_file = "/etc/hostset/node.toml"
+//! # Seconds between a daemon's exit and its restart (systemd's RestartSec=; default 1).
+//! restart_delay = 1
+//!
+//! # Optional: the coordinator (read and kept; used by a later version).
+//! [coordinator]
+//! url = "https://hostset.example.com"
+//! token_file = "/etc/hostset/coordinator.token"
+//!
+//! # When the node gets the memory-pressure and disk-pressure taints.
+//! [thresholds]
+//! memory_available = "100Mi"        # a quantity (bytes) or "N%" of MemTotal
+//! memory_psi_some_avg10 = 40        # optional: PSI "some avg10" percentage; default off
+//! disk_available_percent = 10       # free space on disk_path, percent
+//! disk_path = "/"
+//! pressure_transition_period = 300  # seconds a condition outlives its signal
+//! ```
+//!
+//! Rules:
+//! - Every key is optional; the defaults are those shown (see
+//!   [`crate::agent::conditions`] for the thresholds' meaning). Unknown keys are errors
+//!   naming the file, line and column, as are values of the wrong type.
+//! - Paths in the file must be absolute (the agent runs with `/` as its working directory,
+//!   so a relative path would be ambiguous). Paths given as flags are taken as given.
+//! - Precedence: flags, then the file, then the defaults.
+//! - The file is `--config FILE`, else `agent.toml` in the configuration directory
+//!   (`$HOSTSET_CONFIG_DIR`, default `/etc/hostset`, the variable `hostset eval` honours
+//!   too). The default spec directory and node file live in that directory as well. A
+//!   missing default file is an empty one; a missing `--config FILE` is an error.
+//! - `restart_delay` is a top-level key, not a threshold: it is how the agent runs units.
+//! - Numbers may be integers or floats (`10`, `2.5`); `memory_available` may also be an
+//!   integer number of bytes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::agent::conditions::{MemoryThreshold, Thresholds};
+use crate::quantity::Quantity;
+
+/// The configuration directory unless `$HOSTSET_CONFIG_DIR` says otherwise.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/hostset";
+/// The configuration file's name in the configuration directory.
+pub const CONFIG_FILE: &str = "agent.toml";
+/// The spec directory's name in the configuration directory.
+pub const SPEC_DIR: &str = "daemonsets.d";
+/// The node file's name in the configuration directory.
+pub const NODE_FILE: &str = "node.toml";
+/// Default `restart_delay`.
+pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// How `hostsetd` logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// The journal when stderr is connected to it ($JOURNAL_STREAM, set by systemd), plain
+    /// text otherwise.
+    #[default]
+    Auto,
+    /// Structured entries straight to the journal.
+    Journald,
+    /// Plain text lines on stderr.
+    Text,
+}
+
+/// The hostset node agent: runs the daemonsets of the spec directory that match this host as
+/// transient systemd units hostset-NAME.service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "hostsetd",
+    version,
+    long_about = None,
+    after_help = "\
+Configuration: /etc/hostset/agent.toml (or $HOSTSET_CONFIG_DIR/agent.toml) when it exists;
+flags override it. Daemonset specs: *.toml (native), *.yaml, *.yml, *.json (Kubernetes
+DaemonSets), owned by root and writable by nobody else.
+
+Examples:
+  hostsetd
+  hostsetd --config /etc/hostset/agent.toml --log-format journald
+  hostsetd --spec-dir /srv/hostset/daemonsets.d --node-file /srv/hostset/node.toml --log-format text"
+)]
+pub struct Args {
+    /// The agent's configuration file [default: /etc/hostset/agent.toml; a missing default
+    /// file is fine, a missing given one an error].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The directory of daemonset specs [default: spec_dir of the configuration, else
+    /// /etc/hostset/daemonsets.d].
+    #[arg(long, value_name = "DIR")]
+    pub spec_dir: Option<PathBuf>,
+    /// The node file: a native node.toml or a Kubernetes v1 Node [default: node_file of the
+    /// configuration, else /etc/hostset/node.toml].
+    #[arg(long, value_name = "FILE")]
+    pub node_file: Option<PathBuf>,
+    /// Where and how to log.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// `[coordinator]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinator {
+    /// `url`: `http://` or `https://`.
+    pub url: String,
+    /// `token_file`: where the bearer token is (not read here).
+    pub token_file: Option<PathBuf>,
+}
+
+/// The agent's configuration, every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The configuration file that was read; `None` when the default one does not exist.
+    pub file: Option<PathBuf>,
+    pub spec_dir: PathBuf,
+    pub node_file: PathBuf,
+    pub coordinator: Option<Coordinator>,
+    pub thresholds: Thresholds,
+    pub restart_delay: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The configuration without file or flags, for the configuration directory
+    /// `config_dir`.
+    pub fn defaults(config_dir: &Path) -> Config {
+        Config {
+            file: None,
+            spec_dir: config_dir.join(SPEC_DIR),
+            node_file: config_dir.join(NODE_FILE),
+            coordinator: None,
+            thresholds: Thresholds::default(),
+            restart_delay: DEFAULT_RESTART_DELAY,
+            log_format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Why the configuration cannot be loaded. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (a missing `--config FILE`, permissions, ...).
+    #[error("{}: cannot read the configuration: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{}{}: {message}", file.display(), pos.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Syntax {
+        file: PathBuf,
+        /// Line and column, 1-based.
+        pos: Option<(usize, usize)>,
+        message: String,
+    },
+    /// A value of the right type that is not allowed.
+    #[error("{}: {key}: {message}", file.display())]
+    Value {
+        file: PathBuf,
+        /// The key, dotted: `thresholds.disk_available_percent`.
+        key: String,
+        message: String,
+    },
+}
+
+/// `$HOSTSET_CONFIG_DIR`, else [`DEFAULT_CONFIG_DIR`].
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("HOSTSET_CONFIG_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR), PathBuf::from)
+}
+
+/// The configuration for `hostsetd`'s flags, with the configuration directory of
+/// [`config_dir`]. See the [module docs](self) for the rules.
+pub fn load(args: &Args) -> Result<Config, ConfigError> {
+    load_in(args, &config_dir())
+}
+
+/// [`load`] with an explicit configuration directory.
+pub fn load_in(args: &Args, config_dir: &Path) -> Result<Config, ConfigError> {
+    let mut config = Config::defaults(config_dir);
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (config_dir.join(CONFIG_FILE), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            apply_file(&mut config, &path, &text)?;
+            config.file = Some(path);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+        Err(source) => return Err(ConfigError::Read { file: path, source }),
+    }
+    if let Some(dir) = &args.spec_dir {
+        config.spec_dir = dir.clone();
+    }
+    if let Some(file) = &args.node_file {
+        config.node_file = file.clone();
+    }
+    config.log_format = args.log_format;
+    Ok(config)
+}
+
+/// Parse the text of a configuration file named `file` over `config`.
+pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), ConfigError> {
+    let parsed: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_path_buf(),
+        pos: e.span().map(|s| line_col(text, s.start)),
+        message: e.message().trim_end().to_string(),
+    })?;
+    let value_error = |key: &str, message: String| ConfigError::Value {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
+    let absolute = |key: &str, p: PathBuf| {
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Err(value_error(
+                key,
+                format!("must be an absolute path, not \"{}\"", p.display()),
+            ))
+        }
+    };
+    let percent = |key: &str, v: f64| {
+        if (0.0..=100.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(value_error(
+                key,
+                format!("must be a percentage from 0 to 100, not {v}"),
+            ))
+        }
+    };
+    let seconds = |key: &str, v: f64| {
+        Duration::try_from_secs_f64(v).map_err(|_| {
+            value_error(
+                key,
+                format!("must be a number of seconds, 0 or more, not {v}"),
+            )
+        })
+    };
+
+    if let Some(p) = parsed.spec_dir {
+        config.spec_dir = absolute("spec_dir", p)?;
+    }
+    if let Some(p) = parsed.node_file {
+        config.node_file = absolute("node_file", p)?;
+    }
+    if let Some(v) = parsed.restart_delay {
+        config.restart_delay = seconds("restart_delay", v)?;
+    }
+    if let Some(c) = parsed.coordinator {
+        if !(c.url.starts_with("https://") || c.url.starts_with("http://")) {
+            return Err(value_error(
+                "coordinator.url",
+                format!("must be an http:// or https:// URL, not \"{}\"", c.url),
+            ));
+        }
+        let token_file = c
+            .token_file
+            .map(|p| absolute("coordinator.token_file", p))
+            .transpose()?;
+        config.coordinator = Some(Coordinator {
+            url: c.url,
+            token_file,
+        });
+    }
+    let t = parsed.thresholds;
+    let thresholds = &mut config.thresholds;
+    if let Some(m) = t.memory_available {
+        let key = "thresholds.memory_available";
+        thresholds.memory_available = match m {
+            Amount::Bytes(b) if b < 0 => {
+                return Err(value_error(key, format!("must not be negative, not {b}")));
+            }
+            Amount::Bytes(b) => MemoryThreshold::Bytes(b as u64),
+            Amount::Text(s) => parse_memory(&s).map_err(|m| value_error(key, m))?,
+        };
+    }
+    if let Some(v) = t.memory_psi_some_avg10 {
+        thresholds.memory_psi_some_avg10 = Some(percent("thresholds.memory_psi_some_avg10", v)?);
+    }
+    if let Some(v) = t.disk_available_percent {
+        thresholds.disk_available_percent = percent("thresholds.disk_available_percent", v)?;
+    }
+    if let Some(p) = t.disk_path {
+        thresholds.disk_path = absolute("thresholds.disk_path", p)?;
+    }
+    if let Some(v) = t.pressure_transition_period {
+        thresholds.transition_period = seconds("thresholds.pressure_transition_period", v)?;
+    }
+    Ok(())
+}
+
+/// `"100Mi"`, `"1G"`, `"104857600"` or `"10%"`.
+fn parse_memory(s: &str) -> Result<MemoryThreshold, String> {
+    if let Some(p) = s.strip_suffix('%') {
+        return match p.trim().parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => Ok(MemoryThreshold::Percent(v)),
+            _ => Err(format!(
+                "invalid percentage \"{s}\": write a number from 0 to 100 followed by %"
+            )),
+        };
+    }
+    let q: Quantity = s
+        .parse()
+        .map_err(|e| format!("invalid quantity \"{s}\": {e} (e.g. \"100Mi\", \"1G\", \"10%\")"))?;
+    if q.is_negative() {
+        return Err(format!("must not be negative, not \"{s}\""));
+    }
+    Ok(MemoryThreshold::Bytes(q.value() as u64))
+}
+
+/// 1-based line and column (in characters) of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() + 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file's shape
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    spec_dir: Option<PathBuf>,
+    node_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "number")]
+    restart_delay: Option<f64>,
+    coordinator: Option<FileCoordinator>,
+    #[serde(default)]
+    thresholds: FileThresholds,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCoordinator {
+    url: String,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileThresholds {
+    memory_available: Option<Amount>,
+    #[serde(default, deserialize_with = "number")]
+    memory_psi_some_avg10: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    disk_available_percent: Option<f64>,
+    disk_path: Option<PathBuf>,
+    #[serde(default, deserialize_with = "number")]
+    pressure_transition_period: Option<f64>,
+}
+
+/// A quantity string or an integer number of bytes.
+#[derive(Debug)]
+enum Amount {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quantity string like \"100Mi\" or \"10%\", or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+                Ok(Amount::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An integer or a float, as `f64`.
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}

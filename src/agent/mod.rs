@@ -1,0 +1,145 @@
+//! `hostsetd`, the node agent.
+//!
+//! - [`config`]: `/etc/hostset/agent.toml` and the command line.
+//! - [`source`]: the spec directory, with each file's last-known-good version.
+//! - [`conditions`]: memory and disk pressure as node taints.
+//! - [`run`]: the event loop around [`crate::plan`].
+//! - [`sdnotify`]: readiness and watchdog for `Type=notify`.
+//!
+//! `hostsetd exec` is the argv shim used by units whose arguments hold `$` or
+//! `;` (see [`crate::unit::UnitOptions::exec_shim`]).
+
+pub mod conditions;
+pub mod config;
+pub mod run;
+pub mod sdnotify;
+pub mod source;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::prelude::*;
+
+/// Entry point of `hostsetd`.
+pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "exec") {
+        return exec_shim();
+    }
+    let args = config::Args::parse();
+    init_logging(args.log_format);
+    let config = match config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            eprintln!("hostsetd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hostsetd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "hostsetd failed");
+            eprintln!("hostsetd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let bus = crate::systemd::dbus::Bus::system()
+        .await
+        .context("connecting to systemd over the system bus")?;
+    if !config.spec_dir.exists()
+        && let Err(e) = std::fs::create_dir_all(&config.spec_dir)
+    {
+        tracing::warn!(dir = %config.spec_dir.display(), error = %e, "cannot create the spec directory; waiting for it to appear");
+    }
+    let exec_shim = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .unwrap_or_else(|| "/usr/bin/hostsetd".to_string());
+    let options = crate::unit::UnitOptions {
+        exec_shim,
+        restart_usec: config.restart_delay.as_micros() as u64,
+    };
+    let status_path = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(|d| std::path::PathBuf::from(d).join("status.json"))
+        .unwrap_or_else(|| std::path::PathBuf::from("/run/hostset/status.json"));
+    let facts = crate::node::HostFacts::detect();
+    let agent = run::Agent::new(bus, config, Some(facts), options, Some(status_path));
+    run::run(agent, shutdown_signal()).await
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Logs go to the journal under systemd (or when asked), to stderr otherwise.
+fn init_logging(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOSTSET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journald = match format {
+        config::LogFormat::Journald => true,
+        config::LogFormat::Text => false,
+        config::LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                registry
+                    .with(layer.with_syslog_identifier("hostsetd".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("hostsetd: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+/// `hostsetd exec`: run the argv a unit carries in its environment
+/// (`HOSTSET_ARGC`, `HOSTSET_ARGV_<i>`), without the shim's variables.
+fn exec_shim() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let Some(argv) = crate::unit::argv_from_env(std::env::vars()) else {
+        eprintln!("hostsetd exec: HOSTSET_ARGC/HOSTSET_ARGV_* are missing or incomplete");
+        return ExitCode::from(127);
+    };
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_str()
+            .is_some_and(|k| k == "HOSTSET_ARGC" || k.starts_with("HOSTSET_ARGV_"))
+        {
+            cmd.env_remove(k);
+        }
+    }
+    let err = cmd.exec();
+    eprintln!("hostsetd exec: cannot run {}: {err}", argv[0]);
+    ExitCode::from(127)
+}

@@ -1,0 +1,703 @@
+//! The agent's loop: rebuild the picture, plan, act; wait for the next event.
+//!
+//! # Guarantees
+//! - Every pass starts from scratch: specs from disk (with each file's
+//!   last-known-good version), the node file, the host's conditions, and the
+//!   `hostset-*` units systemd has. Adoption after an agent restart therefore
+//!   needs no local database: units carry their daemonset and revision.
+//! - Nothing is polled while nothing changes: inotify on the spec directory
+//!   and the node file, systemd's signals, and the planner's own deadlines
+//!   (evictions, backoff) wake the loop. The only periodic work is sampling
+//!   memory and disk for pressure conditions, and the watchdog ping.
+//! - A failing systemd call is retried with per-daemonset exponential backoff
+//!   (1 s doubling to 30 s) and reported; it never blocks the other daemonsets.
+//! - On SIGTERM the agent stops reconciling and exits; the daemons keep running
+//!   (transient units do not depend on their creator).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn};
+
+use crate::node::{HostFacts, NodeFile, read_node};
+use crate::placement::taints::EFFECT_NO_EXECUTE;
+use crate::plan::{self, Action, Desired, ObservedUnit, orphans_on_delete, taint_id};
+use crate::report::{DaemonSetReport, NodeInfo, NodeReport};
+use crate::spec::{DaemonSet, Diagnostic, Node, Taint};
+use crate::systemd::{Event, Systemd, SystemdError};
+use crate::unit::{self, Markers, UnitOptions};
+
+use super::conditions;
+use super::config::Config;
+use super::sdnotify;
+use super::source::SpecDir;
+
+/// Quiet time after a file event before the directory is re-read: editors
+/// write temp files and rename, package managers write in several steps.
+const FILE_DEBOUNCE: Duration = super::source::RECOMMENDED_DEBOUNCE;
+/// Upper bound on how long a stream of file events can postpone a pass.
+const FILE_DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+/// Coalescing of systemd signals (a unit start sends several).
+const UNIT_DEBOUNCE: Duration = Duration::from_millis(20);
+/// How often memory and disk are sampled for pressure conditions.
+const CONDITIONS_INTERVAL: Duration = Duration::from_secs(10);
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Per-daemonset retry state after a failed systemd call.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Duration,
+    delay: Duration,
+}
+
+/// The agent: its inputs, its memory between passes, and its systemd.
+pub struct Agent<S: Systemd> {
+    systemd: S,
+    config: Config,
+    specs: SpecDir,
+    facts: Option<HostFacts>,
+    /// The node file's last valid content.
+    node_file: Option<NodeFile>,
+    node_diagnostics: Vec<Diagnostic>,
+    condition_taints: Vec<Taint>,
+    pressure: conditions::PressureTracker,
+    /// Condition signals that could not be read, last time (logged on change).
+    condition_problems: Vec<String>,
+    unit_options: UnitOptions,
+    origin: Instant,
+    no_execute_since: BTreeMap<String, Duration>,
+    failed_since: BTreeMap<String, Duration>,
+    backoff: BTreeMap<String, Backoff>,
+    /// Deleted daemonsets whose units are to become orphans.
+    orphaning: BTreeSet<String>,
+    /// Markers of each unit, read once per unit lifetime.
+    markers: HashMap<String, Option<Markers>>,
+    /// The daemonsets in force after the last pass.
+    in_force: BTreeMap<String, DaemonSet>,
+    /// Units started in the last passes whose job has not completed yet.
+    starting: BTreeMap<String, String>,
+    last_error: BTreeMap<String, String>,
+    status_path: Option<PathBuf>,
+    /// Set by the first pass; `READY=1` is sent after it.
+    pub passes: u64,
+}
+
+impl<S: Systemd> Agent<S> {
+    /// An agent over `systemd`. `facts` are this host's (None in tests that
+    /// describe the node completely in its file).
+    pub fn new(
+        systemd: S,
+        config: Config,
+        facts: Option<HostFacts>,
+        unit_options: UnitOptions,
+        status_path: Option<PathBuf>,
+    ) -> Self {
+        let specs = SpecDir::new(&config.spec_dir);
+        let pressure = conditions::PressureTracker::new(config.thresholds.transition_period);
+        Agent {
+            pressure,
+            condition_problems: Vec::new(),
+            systemd,
+            config,
+            specs,
+            facts,
+            node_file: None,
+            node_diagnostics: Vec::new(),
+            condition_taints: Vec::new(),
+            unit_options,
+            origin: Instant::now(),
+            no_execute_since: BTreeMap::new(),
+            failed_since: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            orphaning: BTreeSet::new(),
+            markers: HashMap::new(),
+            in_force: BTreeMap::new(),
+            starting: BTreeMap::new(),
+            last_error: BTreeMap::new(),
+            status_path,
+            passes: 0,
+        }
+    }
+
+    pub fn systemd(&self) -> &S {
+        &self.systemd
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Re-read the node file. An invalid file keeps the last valid node.
+    pub fn reload_node(&mut self) {
+        let path = &self.config.node_file;
+        if !path.exists() {
+            self.node_file = None;
+            self.node_diagnostics.clear();
+            return;
+        }
+        let loaded = read_node(path);
+        if loaded.has_errors() {
+            for d in &loaded.diagnostics {
+                warn!(diagnostic = %d, "node file is invalid; keeping its last valid version");
+            }
+        } else if let Some(nf) = loaded.items.into_iter().next() {
+            self.node_file = Some(nf);
+        }
+        self.node_diagnostics = loaded.diagnostics;
+    }
+
+    /// Sample memory and disk; true when the condition taints changed.
+    pub fn sample_conditions(&mut self) -> bool {
+        let observed = conditions::observe(&self.config.thresholds);
+        if observed.problems != self.condition_problems {
+            for p in &observed.problems {
+                warn!(problem = %p, "cannot read a node condition; counting it as no pressure");
+            }
+            self.condition_problems = observed.problems;
+        }
+        let pressure = self.pressure.update(Instant::now(), observed.pressure);
+        let taints = conditions::taints(pressure);
+        if taints != self.condition_taints {
+            info!(taints = ?taints.iter().map(ToString::to_string).collect::<Vec<_>>(), "node conditions changed");
+            self.condition_taints = taints;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The node as placement sees it: the node file (or nothing) resolved with
+    /// the host's facts, plus the taints of its conditions.
+    pub fn node(&self) -> Node {
+        let empty = NodeFile::Native {
+            name: None,
+            labels: Default::default(),
+            taints: Vec::new(),
+            unschedulable: false,
+        };
+        let mut node = self
+            .node_file
+            .as_ref()
+            .unwrap_or(&empty)
+            .resolve(self.facts.as_ref());
+        for t in &self.condition_taints {
+            if !node
+                .taints
+                .iter()
+                .any(|n| n.key == t.key && n.effect == t.effect)
+            {
+                node.taints.push(t.clone());
+            }
+        }
+        node
+    }
+
+    /// Re-read the spec directory.
+    pub fn reload_specs(&mut self) {
+        self.specs.rescan();
+        for d in self.specs.diagnostics() {
+            warn!(diagnostic = %d, "spec file problem");
+        }
+    }
+
+    /// The `hostset-*` units with their markers.
+    async fn observe(&mut self) -> Result<Vec<ObservedUnit>, SystemdError> {
+        let listed = self.systemd.list(unit::UNIT_PATTERN).await?;
+        let live: BTreeSet<&str> = listed.iter().map(|u| u.name.as_str()).collect();
+        self.markers.retain(|name, _| live.contains(name.as_str()));
+        let mut out = Vec::with_capacity(listed.len());
+        for u in &listed {
+            if u.load_state != "loaded" {
+                continue;
+            }
+            let markers = match self.markers.get(&u.name) {
+                Some(m) => m.clone(),
+                None => match self.systemd.details(&u.name).await {
+                    Ok(d) => {
+                        let m = unit::markers_from_environment(&d.environment);
+                        self.markers.insert(u.name.clone(), m.clone());
+                        m
+                    }
+                    // Gone between the list and the read: next pass.
+                    Err(SystemdError::NoSuchUnit(_)) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            out.push(ObservedUnit {
+                name: u.name.clone(),
+                description: u.description.clone(),
+                active_state: u.active_state.clone(),
+                sub_state: u.sub_state.clone(),
+                markers,
+            });
+        }
+        Ok(out)
+    }
+
+    fn note_failure(&mut self, daemonset: &str, error: String) {
+        let now = self.now();
+        let delay = self
+            .backoff
+            .get(daemonset)
+            .map_or(BACKOFF_START, |b| (b.delay * 2).min(BACKOFF_MAX));
+        warn!(daemonset, error = %error, retry_in = ?delay, "systemd call failed");
+        self.backoff.insert(
+            daemonset.to_string(),
+            Backoff {
+                until: now + delay,
+                delay,
+            },
+        );
+        self.last_error.insert(daemonset.to_string(), error);
+    }
+
+    /// Handle a systemd event; true when a pass is due.
+    pub fn on_event(&mut self, event: &Event) -> bool {
+        match event {
+            Event::UnitRemoved(name) => {
+                self.markers.remove(name);
+                self.failed_since.remove(name);
+            }
+            Event::JobRemoved { unit, result } => {
+                if let Some(ds) = self.starting.remove(unit) {
+                    if result == "done" {
+                        self.backoff.remove(&ds);
+                        self.last_error.remove(&ds);
+                    } else {
+                        self.note_failure(
+                            &ds,
+                            format!("start job of {unit} ended with result {result}"),
+                        );
+                    }
+                }
+            }
+            Event::UnitChanged(_) => {}
+            Event::Reloaded => self.markers.clear(),
+        }
+        true
+    }
+
+    /// One pass. Returns when the next pass is due with nothing else happening.
+    pub async fn reconcile(&mut self) -> Option<Instant> {
+        self.passes += 1;
+        let span = info_span!("reconcile", pass = self.passes);
+        let _guard = span.enter();
+        let now = self.now();
+        let node = self.node();
+
+        // NoExecute taints: when each was first seen (for tolerationSeconds).
+        let present: BTreeSet<String> = node
+            .taints
+            .iter()
+            .filter(|t| t.effect == EFFECT_NO_EXECUTE)
+            .map(taint_id)
+            .collect();
+        self.no_execute_since.retain(|id, _| present.contains(id));
+        for id in present {
+            self.no_execute_since.entry(id).or_insert(now);
+        }
+
+        // Daemonsets in force, and those deleted since the last pass.
+        let in_force: BTreeMap<String, DaemonSet> = self
+            .specs
+            .daemonsets()
+            .into_iter()
+            .map(|d| (d.name.clone(), d.clone()))
+            .collect();
+        let mut held = self.specs.held();
+        // An invalid file never valid since the agent started: NAME.toml holds hostset-NAME.
+        held.extend(self.specs.held_stems());
+        for (name, ds) in &self.in_force {
+            if !in_force.contains_key(name) && !held.contains(name) && orphans_on_delete(ds) {
+                info!(daemonset = %name, "deleted with orphan-on-delete: its unit keeps running");
+                self.orphaning.insert(name.clone());
+            }
+        }
+        self.orphaning.retain(|n| !in_force.contains_key(n));
+        self.in_force = in_force;
+
+        let units = match self.observe().await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(error = %e, "cannot list units; retrying");
+                let retry = self.now() + BACKOFF_START;
+                self.write_report(&node, &[], &plan::Plan::default(), vec![e.to_string()]);
+                return Some(self.origin + retry);
+            }
+        };
+        if self.specs.hold_all() {
+            // The spec directory cannot be trusted or read: touch nothing.
+            held.extend(
+                units
+                    .iter()
+                    .filter_map(|u| u.markers.as_ref())
+                    .map(|m| m.daemonset.clone()),
+            );
+        }
+        let live: BTreeSet<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        self.failed_since.retain(|n, _| live.contains(n.as_str()));
+        for u in units.iter().filter(|u| u.active_state == "failed") {
+            self.failed_since.entry(u.name.clone()).or_insert(now);
+        }
+
+        let desired: Vec<Desired> = self
+            .in_force
+            .values()
+            .map(|ds| Desired {
+                ds: ds.clone(),
+                unit: unit::unit_spec(ds, &self.unit_options),
+            })
+            .collect();
+        let backoff_until: BTreeMap<String, Duration> = self
+            .backoff
+            .iter()
+            .map(|(k, b)| (k.clone(), b.until))
+            .collect();
+        let p = plan::plan(&plan::Input {
+            node: &node,
+            desired: &desired,
+            held: &held,
+            orphaning: &self.orphaning,
+            units: &units,
+            now,
+            no_execute_since: &self.no_execute_since,
+            failed_since: &self.failed_since,
+            backoff_until: &backoff_until,
+        });
+
+        let mut errors = Vec::new();
+        for action in &p.actions {
+            if let Err((ds, e)) = self.act(action).await {
+                errors.push(format!("{ds}: {e}"));
+                self.note_failure(&ds, e.to_string());
+            }
+        }
+        self.write_report(&node, &desired, &p, errors);
+        let wake = p.wake_at.map(|w| self.origin + w);
+        // A failed call is retried when its backoff ends.
+        let retry = self
+            .backoff
+            .values()
+            .map(|b| self.origin + b.until)
+            .filter(|t| *t > Instant::now())
+            .min();
+        match (wake, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn act(&mut self, action: &Action) -> Result<(), (String, SystemdError)> {
+        match action {
+            Action::Start { unit, reason } => {
+                info!(daemonset = %unit.daemonset, unit = %unit.name, revision = %unit.revision, %reason, "starting");
+                match self.systemd.start_transient(unit).await {
+                    Ok(()) => {
+                        self.starting
+                            .insert(unit.name.clone(), unit.daemonset.clone());
+                        Ok(())
+                    }
+                    // Listed a moment ago as absent: it appeared meanwhile; next pass sees it.
+                    Err(SystemdError::UnitExists(_)) => Ok(()),
+                    Err(e) => Err((unit.daemonset.clone(), e)),
+                }
+            }
+            Action::Stop {
+                unit,
+                daemonset,
+                reason,
+            } => {
+                info!(%daemonset, %unit, %reason, "stopping");
+                match self.systemd.stop(unit).await {
+                    Ok(()) | Err(SystemdError::NoSuchUnit(_)) => Ok(()),
+                    Err(e) => Err((daemonset.clone(), e)),
+                }
+            }
+            Action::ResetFailed { unit, daemonset } => {
+                info!(%daemonset, %unit, "clearing failed unit");
+                match self.systemd.reset_failed(unit).await {
+                    Ok(()) | Err(SystemdError::NoSuchUnit(_)) => Ok(()),
+                    Err(e) => Err((daemonset.clone(), e)),
+                }
+            }
+            Action::Orphan {
+                unit,
+                daemonset,
+                description,
+            } => {
+                info!(%daemonset, %unit, "orphaning");
+                self.systemd
+                    .set_description(unit, description)
+                    .await
+                    .map(|()| {
+                        self.orphaning.remove(daemonset);
+                    })
+                    .map_err(|e| (daemonset.clone(), e))
+            }
+            Action::Adopt {
+                unit,
+                daemonset,
+                description,
+            } => {
+                info!(%daemonset, %unit, "adopting orphan");
+                self.systemd
+                    .set_description(unit, description)
+                    .await
+                    .map_err(|e| (daemonset.clone(), e))
+            }
+        }
+    }
+
+    /// The report of this pass, also written to the status file.
+    fn report(
+        &self,
+        node: &Node,
+        desired: &[Desired],
+        p: &plan::Plan,
+        errors: Vec<String>,
+    ) -> NodeReport {
+        let now = self.now();
+        let mut held = self.specs.held();
+        held.extend(self.specs.held_stems());
+        let mut daemonsets: Vec<DaemonSetReport> = p
+            .statuses
+            .iter()
+            .map(|s| DaemonSetReport {
+                name: s.daemonset.clone(),
+                file: self
+                    .specs
+                    .source_of(&s.daemonset)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                held: held.contains(&s.daemonset),
+                should_run: s.verdict.should_run,
+                should_continue_running: s.verdict.should_continue_running,
+                reasons: s.verdict.reasons.clone(),
+                unit: s.unit.clone().unwrap_or_default(),
+                state: s.state.clone(),
+                current_revision: s.current_revision.clone(),
+                desired_revision: s.desired_revision.clone(),
+                evict_in_seconds: s.evict_at.map(|at| at.saturating_sub(now).as_secs()),
+                last_error: self
+                    .last_error
+                    .get(&s.daemonset)
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        // Held daemonsets with no valid version: known only by their unit.
+        for name in &held {
+            if !desired.iter().any(|d| &d.ds.name == name) {
+                daemonsets.push(DaemonSetReport {
+                    name: name.clone(),
+                    file: String::new(),
+                    held: true,
+                    should_run: false,
+                    should_continue_running: false,
+                    reasons: vec!["its spec file is invalid and no valid version is known: the unit is left as it is".into()],
+                    unit: unit::unit_name(name),
+                    state: String::new(),
+                    current_revision: String::new(),
+                    desired_revision: String::new(),
+                    evict_in_seconds: None,
+                    last_error: String::new(),
+                });
+            }
+        }
+        NodeReport {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            generated_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            node: NodeInfo {
+                name: node.name.clone(),
+                labels: node.labels.clone(),
+                taints: node.taints.iter().map(ToString::to_string).collect(),
+                unschedulable: node.unschedulable,
+            },
+            daemonsets,
+            diagnostics: self
+                .node_diagnostics
+                .iter()
+                .chain(self.specs.diagnostics())
+                .map(ToString::to_string)
+                .collect(),
+            errors,
+        }
+    }
+
+    fn write_report(&self, node: &Node, desired: &[Desired], p: &plan::Plan, errors: Vec<String>) {
+        let Some(path) = &self.status_path else {
+            return;
+        };
+        let report = self.report(node, desired, p, errors);
+        if let Err(e) = write_atomically(
+            path,
+            &serde_json::to_vec_pretty(&report).unwrap_or_default(),
+        ) {
+            warn!(path = %path.display(), error = %e, "cannot write the status file");
+        }
+    }
+}
+
+/// Write `data` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// What woke the loop.
+enum Wake {
+    Files,
+    Systemd(Event),
+    Timer,
+    Conditions,
+    Watchdog,
+    Shutdown,
+}
+
+/// Run the agent until `shutdown` completes.
+pub async fn run<S: Systemd>(
+    mut agent: Agent<S>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut events = agent.systemd.events().await?;
+    let (file_tx, mut file_rx) = mpsc::channel::<()>(64);
+    let mut watcher = watch_files(&agent.config.spec_dir, &agent.config.node_file, file_tx)?;
+    let mut spec_dir_watched = agent.config.spec_dir.is_dir();
+
+    agent.sample_conditions();
+    agent.reload_node();
+    agent.reload_specs();
+    let mut next = agent.reconcile().await;
+    sdnotify::notify("READY=1\nSTATUS=reconciled");
+    info!(passes = agent.passes, "ready");
+
+    let watchdog = sdnotify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut conditions_tick = tokio::time::interval(CONDITIONS_INTERVAL);
+    conditions_tick.tick().await;
+    watchdog_tick.tick().await;
+    tokio::pin!(shutdown);
+
+    // Pending work, and when it is due.
+    let (mut specs_dirty, mut pass_due): (bool, Option<Instant>) = (false, None);
+    let mut first_file_event: Option<Instant> = None;
+    loop {
+        let deadline = match (pass_due, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let wake = tokio::select! {
+            _ = &mut shutdown => Wake::Shutdown,
+            Some(()) = file_rx.recv() => Wake::Files,
+            Some(ev) = events.recv() => Wake::Systemd(ev),
+            _ = sleep => Wake::Timer,
+            _ = conditions_tick.tick() => Wake::Conditions,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
+        };
+        let now = Instant::now();
+        let soon = |delay: Duration, due: Option<Instant>| {
+            Some(due.map_or(now + delay, |d| d.min(now + delay)))
+        };
+        match wake {
+            Wake::Shutdown => {
+                sdnotify::notify("STOPPING=1");
+                info!("stopping; the daemons keep running");
+                return Ok(());
+            }
+            Wake::Files => {
+                if !spec_dir_watched && agent.config.spec_dir.is_dir() {
+                    use notify::Watcher;
+                    spec_dir_watched = watcher
+                        .watch(&agent.config.spec_dir, notify::RecursiveMode::NonRecursive)
+                        .is_ok();
+                }
+                specs_dirty = true;
+                let first = *first_file_event.get_or_insert(now);
+                // Debounce: wait for quiet, but not forever.
+                pass_due = Some((now + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX));
+            }
+            Wake::Systemd(ev) => {
+                debug!(event = ?ev, "systemd");
+                if agent.on_event(&ev) {
+                    pass_due = soon(UNIT_DEBOUNCE, pass_due);
+                }
+            }
+            Wake::Conditions => {
+                if agent.sample_conditions() {
+                    pass_due = soon(Duration::ZERO, pass_due);
+                }
+            }
+            Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
+            Wake::Timer => {
+                if specs_dirty {
+                    agent.reload_node();
+                    agent.reload_specs();
+                    specs_dirty = false;
+                    first_file_event = None;
+                }
+                pass_due = None;
+                next = agent.reconcile().await;
+            }
+        }
+    }
+}
+
+/// Watch the spec directory and the node file's directory; every relevant
+/// change sends a unit message (the pass re-reads everything anyway).
+fn watch_files(
+    spec_dir: &Path,
+    node_file: &Path,
+    tx: mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let node_file = node_file.to_path_buf();
+    let node_name = node_file.file_name().map(|n| n.to_os_string());
+    let spec_dir_owned = spec_dir.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        let relevant = ev.paths.iter().any(|p| {
+            (p.parent() == Some(spec_dir_owned.as_path()) && super::source::is_relevant(p))
+                || (node_name.is_some() && p.file_name() == node_name.as_deref())
+                || p == &spec_dir_owned
+        });
+        if relevant {
+            // A full channel already holds a wake-up.
+            let _ = tx.try_send(());
+        }
+    })?;
+    if spec_dir.is_dir() {
+        watcher.watch(spec_dir, RecursiveMode::NonRecursive)?;
+    } else {
+        warn!(dir = %spec_dir.display(), "spec directory does not exist; watching its parent");
+    }
+    // The node file's directory (the file itself may be replaced by rename),
+    // and the spec directory's parent, to notice the directory appearing.
+    let mut parents: Vec<PathBuf> = Vec::new();
+    for p in [node_file.parent(), spec_dir.parent()]
+        .into_iter()
+        .flatten()
+    {
+        if p.is_dir() && !parents.iter().any(|q| q == p) && p != spec_dir {
+            parents.push(p.to_path_buf());
+        }
+    }
+    for p in parents {
+        watcher.watch(&p, RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
+}

@@ -1,0 +1,5 @@
+//! `hostsetd`: the node agent. Everything lives in `hostset::agent`.
+
+fn main() -> std::process::ExitCode {
+    hostset::agent::main()
+}
