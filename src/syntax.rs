@@ -121,19 +121,21 @@ pub fn is_dns1123_label(s: &str) -> Vec<String> {
     errs
 }
 
-/// `IsEnvVarName` / `IsCIdentifier`-like check for environment variable names:
-/// Kubernetes allows any printable ASCII except `=`; systemd additionally
-/// refuses control characters. Returns problems, empty when valid.
+/// Environment variable names a unit can carry. Kubernetes allows any
+/// printable ASCII except `=`, but systemd 252 (`env_name_is_valid`) takes only
+/// letters, digits and `_`, not starting with a digit; a name it refuses would
+/// fail the unit's start, so validation holds names to systemd's rule.
+/// Returns problems, empty when valid.
 pub fn is_env_var_name(s: &str) -> Vec<String> {
     if s.is_empty() {
         return vec!["must be non-empty".to_string()];
     }
-    if s.bytes().any(|c| c == b'=' || !(0x20..0x7f).contains(&c))
+    if !s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         || s.as_bytes()[0].is_ascii_digit()
     {
         return vec![
-            "a valid environment variable name must consist of printable ASCII characters other than \
-             '=', and must not start with a digit"
+            "a valid environment variable name must consist of letters, digits and '_', and must \
+             not start with a digit (systemd accepts no other names)"
                 .to_string(),
         ];
     }
@@ -270,7 +272,11 @@ mod tests {
     #[test]
     fn env_names() {
         assert!(is_env_var_name("RUST_LOG").is_empty());
-        assert!(is_env_var_name("my.var-1").is_empty());
+        assert!(
+            !is_env_var_name("my.var-1").is_empty(),
+            "systemd 252 refuses . and -"
+        );
+        assert!(is_env_var_name("_x1").is_empty());
         assert!(!is_env_var_name("").is_empty());
         assert!(!is_env_var_name("A=B").is_empty());
         assert!(!is_env_var_name("1A").is_empty());

@@ -1085,8 +1085,8 @@ fn validation_paths_are_canonical() {
              of alphanumeric characters, '-', '_' or '.', and must start and end with an \
              alphanumeric character (e.g. 'MyName', 'my.name', or '123-abc')",
             "ds.yaml:15:45: spec.template.spec.containers[0].env[1].name: invalid value \"2B\": a \
-             valid environment variable name must consist of printable ASCII characters other \
-             than '=', and must not start with a digit",
+             valid environment variable name must consist of letters, digits and '_', and must \
+             not start with a digit (systemd accepts no other names)",
             "ds.yaml:17:33: spec.template.spec.containers[0].resources.limits[cpu]: a cpu limit \
              of 0 would starve the daemon; omit it for no limit",
             "ds.yaml:18:22: spec.template.spec.nodeSelector: invalid label key \"bad key\": name \

@@ -299,6 +299,14 @@ fn update_strategy_rules() {
 fn process_rules() {
     let with = |extra: &str| MINIMAL.replace("command = [\"/usr/bin/agent\"]", extra);
     assert_diag(
+        &with("command = [\"/a\"]\nenv = { HOSTSET_REVISION = \"x\" }"),
+        "ds.toml:4:9: env[0].name: invalid value \"HOSTSET_REVISION\": names starting with HOSTSET_ are reserved for the markers hostset puts on the unit",
+    );
+    assert_diag(
+        &with("command = [\"/a\"]\nenv = { \"my.var\" = \"1\" }"),
+        "ds.toml:4:9: env[0].name: invalid value \"my.var\": a valid environment variable name must consist of letters, digits and '_', and must not start with a digit (systemd accepts no other names)",
+    );
+    assert_diag(
         &with("command = [\"bin/agent\"]"),
         "ds.toml:3:12: command[0]: \"bin/agent\" is a relative path: give an absolute path, or a bare program name to look up in PATH",
     );
@@ -321,7 +329,7 @@ fn process_rules() {
     );
     assert_diag(
         &with("command = [\"/a\"]\nenv = { \"A=B\" = \"1\" }"),
-        "ds.toml:4:9: env[0].name: invalid value \"A=B\": a valid environment variable name must consist of printable ASCII characters other than '=', and must not start with a digit",
+        "ds.toml:4:9: env[0].name: invalid value \"A=B\": a valid environment variable name must consist of letters, digits and '_', and must not start with a digit (systemd accepts no other names)",
     );
     assert!(
         parse_daemonsets(

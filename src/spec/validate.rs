@@ -518,6 +518,16 @@ fn validate_process(f: &mut Findings, p: &Process, host_network: bool) {
                 format!("invalid value \"{}\": {m}", e.name),
             );
         }
+        if e.name.starts_with("HOSTSET_") {
+            f.error(
+                format!("{CONTAINER}.env[{i}].name"),
+                format!(
+                    "invalid value \"{}\": names starting with HOSTSET_ are reserved for the \
+                     markers hostset puts on the unit",
+                    e.name
+                ),
+            );
+        }
         if e.value.contains('\0') {
             f.error(
                 format!("{CONTAINER}.env[{i}].value"),
