@@ -122,6 +122,12 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
+    /// Also trust spec files owned by `uid` (tests running unprivileged).
+    pub fn trust_owner(mut self, uid: u32) -> Self {
+        self.specs = SpecDir::new(&self.config.spec_dir).with_owner(uid);
+        self
+    }
+
     pub fn systemd(&self) -> &S {
         &self.systemd
     }
