@@ -278,3 +278,70 @@ fn every_command_has_help_with_examples() {
         assert!(stdout(&o).contains("Examples:"), "{args:?}: {}", stdout(&o));
     }
 }
+
+#[test]
+fn status_without_an_agent_says_so() {
+    let o = Command::new(env!("CARGO_BIN_EXE_hostset"))
+        .args(["status"])
+        .env("HOSTSET_STATUS_FILE", "/nonexistent/status.json")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("hostsetd is not running on this host"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn status_table_and_json() {
+    let s = Scratch::new("status");
+    let report = r#"{
+      "agentVersion": "0.1.0", "generatedAt": 1,
+      "node": {"name": "n1", "labels": {}, "taints": ["dedicated=db:NoSchedule"], "unschedulable": false},
+      "daemonsets": [
+        {"name": "web", "file": "/etc/hostset/daemonsets.d/web.toml", "held": false, "shouldRun": true,
+         "shouldContinueRunning": true, "reasons": [], "unit": "hostset-web.service", "state": "active/running",
+         "currentRevision": "abc", "desiredRevision": "abc", "evictInSeconds": null, "lastError": ""},
+        {"name": "db-backup", "file": "/etc/hostset/daemonsets.d/db-backup.toml", "held": false, "shouldRun": false,
+         "shouldContinueRunning": true, "reasons": ["taint dedicated=db:NoSchedule is not tolerated"], "unit": "",
+         "state": "absent", "currentRevision": "", "desiredRevision": "def", "evictInSeconds": null, "lastError": ""}
+      ],
+      "diagnostics": ["/etc/hostset/daemonsets.d/x.toml:1:1: name: required"], "errors": []
+    }"#;
+    let file = s.file("status.json", report);
+    let o = Command::new(env!("CARGO_BIN_EXE_hostset"))
+        .args(["status", "--status-file", &file])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "NAME        UNIT                  STATE            REVISION   READY   RESTARTS   MEMORY   CPU   WHY"
+    );
+    assert_eq!(
+        lines[1],
+        "web         hostset-web.service   active/running   abc        1/1     0          -        -     -"
+    );
+    assert!(
+        lines[2].ends_with("taint dedicated=db:NoSchedule is not tolerated"),
+        "{out}"
+    );
+    assert!(lines[2].contains("0/0"), "{out}");
+    assert!(stderr(&o).contains("x.toml:1:1: name: required"));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_hostset"))
+        .args(["status", "--status-file", &file, "-o", "json"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["daemonsets"][0]["name"], "web");
+    assert_eq!(v["daemonsets"][0]["ready"], true);
+    assert_eq!(v["daemonsets"][1]["ready"], false);
+    assert_eq!(v["node"]["name"], "n1");
+}

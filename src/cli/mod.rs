@@ -5,6 +5,8 @@
 //! input or failed check, 2 usage error (clap's default).
 
 mod eval;
+mod node;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -27,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     Validate(validate::Args),
     Eval(eval::Args),
+    Node(node::Args),
+    Status(status::Args),
 }
 
 /// Run a parsed command line.
@@ -34,6 +38,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(code) => code,

@@ -280,7 +280,7 @@ impl Bus {
             Err(e) if error_name(&e).as_deref() == Some(ERR_ALREADY_SUBSCRIBED) => Ok(()),
             Err(e) => {
                 self.subscribed.store(false, Ordering::Release);
-                Err(map_error("Subscribe", "", e))
+                Err(map_error("Subscribe", SYSTEMD_SERVICE, e))
             }
         }
     }
@@ -392,7 +392,7 @@ impl Systemd for Bus {
     }
 
     async fn events(&self) -> Result<mpsc::Receiver<Event>, SystemdError> {
-        let err = |e| map_error("AddMatch", "", e);
+        let err = |e| map_error("AddMatch", SYSTEMD_SERVICE, e);
         // Match rules first, so nothing emitted after Subscribe is missed.
         let manager_rule = MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
