@@ -16,6 +16,10 @@
 //! # Optional: the node's name. Default: the host name, lower-cased.
 //! name = "db-1"
 //!
+//! # Cordon the node: adds the taint node.kubernetes.io/unschedulable:NoSchedule.
+//! # (Top-level keys come before the first [table] header.)
+//! unschedulable = false
+//!
 //! # Labels, added to (and overriding) the automatic labels.
 //! [labels]
 //! "topology.kubernetes.io/zone" = "eu-west-1a"
@@ -27,9 +31,6 @@
 //! key = "dedicated"
 //! value = "db"            # optional, default ""
 //! effect = "NoSchedule"   # required: NoSchedule, PreferNoSchedule or NoExecute
-//!
-//! # Cordon the node: adds the taint node.kubernetes.io/unschedulable:NoSchedule.
-//! unschedulable = false
 //! ```
 //!
 //! | field | type | meaning |
