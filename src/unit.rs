@@ -795,10 +795,14 @@ pub fn marker_environment(daemonset: &str, revision: &str, labels: &Labels) -> V
 ///   would be a hard reservation the host cannot reclaim even under
 ///   pressure. On cgroup v2 protection is also bounded by the parent's
 ///   (`hostset.slice`) unless the `memory_recursiveprot` mount option is on.
-/// - Bind mounts are recursive (`rbind`, `MS_REC`), like a hostPath volume,
-///   and do not ignore a missing source: the unit then fails at the
-///   NAMESPACE step, as a pod with a missing `hostPath` of type `Directory`
-///   would fail to start.
+/// - Bind mounts are recursive (`rbind`, `MS_REC`), like a hostPath volume.
+///   A mount onto the same path (`mountPath` = `hostPath`, the usual case on a
+///   host) ignores a missing source: the daemon sees the host's filesystem
+///   there anyway, and a Kubernetes hostPath of the default type checks
+///   nothing either (the seed's /var/lib/docker/containers is absent on hosts
+///   without Docker). A remapped mount requires its source: without it the
+///   unit fails at the NAMESPACE step instead of showing the daemon the wrong
+///   directory.
 /// - `LogExtraFields`: `journalctl HOSTSET_DAEMONSET=<name>` finds the
 ///   daemon's lines across unit restarts, `HOSTSET_REVISION=<rev>` those of
 ///   one revision.
@@ -898,7 +902,7 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
     let bind = |m: &Mount| BindMount {
         source: m.host_path.clone(),
         destination: m.mount_path.clone(),
-        ignore_missing: false,
+        ignore_missing: m.host_path == m.mount_path,
         recursive: true,
     };
     let rw: Vec<BindMount> = template

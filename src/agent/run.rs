@@ -146,8 +146,10 @@ impl<S: Systemd> Agent<S> {
         }
         let loaded = read_node(path);
         if loaded.has_errors() {
-            for d in &loaded.diagnostics {
-                warn!(diagnostic = %d, "node file is invalid; keeping its last valid version");
+            if loaded.diagnostics != self.node_diagnostics {
+                for d in &loaded.diagnostics {
+                    warn!("{d} (the node file's last valid version stays in force)");
+                }
             }
         } else if let Some(nf) = loaded.items.into_iter().next() {
             self.node_file = Some(nf);
@@ -201,11 +203,13 @@ impl<S: Systemd> Agent<S> {
         node
     }
 
-    /// Re-read the spec directory.
+    /// Re-read the spec directory. New diagnostics are logged once.
     pub fn reload_specs(&mut self) {
-        self.specs.rescan();
-        for d in self.specs.diagnostics() {
-            warn!(diagnostic = %d, "spec file problem");
+        let change = self.specs.rescan();
+        if change.diagnostics_changed {
+            for d in self.specs.diagnostics() {
+                warn!("{d}");
+            }
         }
     }
 
@@ -593,14 +597,17 @@ pub async fn run<S: Systemd>(
     watchdog_tick.tick().await;
     tokio::pin!(shutdown);
 
-    // Pending work, and when it is due.
-    let (mut specs_dirty, mut pass_due): (bool, Option<Instant>) = (false, None);
+    // Pending work, and when it is due: re-reading the files (debounced), and a
+    // pass (after systemd events and condition changes, or the planner's deadline).
+    let mut files_due: Option<Instant> = None;
     let mut first_file_event: Option<Instant> = None;
+    let mut pass_due: Option<Instant> = None;
+    let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     loop {
-        let deadline = match (pass_due, next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(earliest(files_due, pass_due), next);
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -616,9 +623,6 @@ pub async fn run<S: Systemd>(
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
         };
         let now = Instant::now();
-        let soon = |delay: Duration, due: Option<Instant>| {
-            Some(due.map_or(now + delay, |d| d.min(now + delay)))
-        };
         match wake {
             Wake::Shutdown => {
                 sdnotify::notify("STOPPING=1");
@@ -632,32 +636,35 @@ pub async fn run<S: Systemd>(
                         .watch(&agent.config.spec_dir, notify::RecursiveMode::NonRecursive)
                         .is_ok();
                 }
-                specs_dirty = true;
                 let first = *first_file_event.get_or_insert(now);
                 // Debounce: wait for quiet, but not forever.
-                pass_due = Some((now + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX));
+                files_due = Some((now + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX));
             }
             Wake::Systemd(ev) => {
                 debug!(event = ?ev, "systemd");
                 if agent.on_event(&ev) {
-                    pass_due = soon(UNIT_DEBOUNCE, pass_due);
+                    pass_due = earliest(pass_due, Some(now + UNIT_DEBOUNCE));
                 }
             }
             Wake::Conditions => {
                 if agent.sample_conditions() {
-                    pass_due = soon(Duration::ZERO, pass_due);
+                    pass_due = Some(now);
                 }
             }
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
             Wake::Timer => {
-                if specs_dirty {
+                let mut due = next.is_some_and(|t| t <= now) || pass_due.is_some_and(|t| t <= now);
+                if files_due.is_some_and(|t| t <= now) {
                     agent.reload_node();
                     agent.reload_specs();
-                    specs_dirty = false;
+                    files_due = None;
                     first_file_event = None;
+                    due = true;
                 }
-                pass_due = None;
-                next = agent.reconcile().await;
+                if due {
+                    pass_due = None;
+                    next = agent.reconcile().await;
+                }
             }
         }
     }
