@@ -421,3 +421,11 @@ fn syntax_errors_point_at_the_spot() {
     assert!(got[0].starts_with("ds.toml:2:"), "{got:#?}");
     assert!(got[0].contains("invalid TOML"), "{got:#?}");
 }
+
+#[test]
+fn orphan_on_delete_annotation_is_true_or_false() {
+    assert_diag(
+        &format!("{MINIMAL}annotations = {{ \"hostset.io/orphan-on-delete\" = \"yes\" }}\n"),
+        "ds.toml:8:17: annotations: invalid value \"yes\" for hostset.io/orphan-on-delete: \"true\" (deleting the spec leaves the units running) or \"false\"",
+    );
+}

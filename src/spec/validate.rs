@@ -68,6 +68,20 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
     validate_name(&mut f, &ds.name);
     validate_labels(&mut f, "metadata.labels", &ds.labels);
     validate_annotations(&mut f, "metadata.annotations", &ds.annotations);
+    if let Some(v) = ds.annotations.get(crate::plan::ANNOTATION_ORPHAN_ON_DELETE)
+        && v != "true"
+        && v != "false"
+    {
+        f.error_at(
+            "metadata.annotations",
+            format!("metadata.annotations[{}]", crate::plan::ANNOTATION_ORPHAN_ON_DELETE),
+            format!(
+                "invalid value \"{v}\" for {}: \"true\" (deleting the spec leaves the units running) \
+                 or \"false\"",
+                crate::plan::ANNOTATION_ORPHAN_ON_DELETE
+            ),
+        );
+    }
 
     match &ds.selector {
         None => f.error(
