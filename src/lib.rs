@@ -10,7 +10,10 @@
 //!   the automatic labels.
 //! - [`unit`]: a daemonset as a transient systemd unit (properties, revision, markers).
 //! - [`plan`]: the agent's decisions: desired specs + node + observed units → actions.
-//! - [`report`]: what an agent says about its node (status file, later the coordinator).
+//! - [`report`]: what an agent says about its node (status file, the coordinator's input).
+//! - [`api`]: the coordinator's read API types.
+//! - [`fleet`]: fleet-wide status arithmetic (Kubernetes' DaemonSetStatus) from agents' reports.
+//! - `coordinator` (feature `coordinator`): the coordinator service.
 //! - `systemd` (feature `systemd`): the narrow trait over systemd's D-Bus API, its zbus
 //!   implementation and an in-memory fake.
 //! - `agent` (feature `agent`): `hostsetd`, the event loop around [`plan`].
@@ -22,6 +25,7 @@
 
 #[cfg(feature = "agent")]
 pub mod agent;
+pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod node;

@@ -1,6 +1,7 @@
 //! What an agent says about its node: the wire and file format shared by the
-//! agent (which writes it to `/run/hostset/status.json` on every pass), the
-//! `hostset status` command, and later the coordinator.
+//! agent (which writes it to `/run/hostset/status.json` on every pass and
+//! sends it to the coordinator: `POST /v1/reports`), the `hostset status`
+//! command, and the coordinator.
 //!
 //! Field names are camelCase, like the Kubernetes objects they echo.
 
@@ -14,6 +15,13 @@ use crate::spec::Labels;
 pub struct NodeReport {
     /// hostset version of the agent.
     pub agent_version: String,
+    /// Random per agent process start: a coordinator that sees a new instance
+    /// knows the agent restarted (and its sequence numbers restarted).
+    #[serde(default)]
+    pub agent_instance: String,
+    /// Increases with every report of one agent instance.
+    #[serde(default)]
+    pub sequence: u64,
     /// Seconds since the Unix epoch when the report was made.
     pub generated_at: u64,
     pub node: NodeInfo,
@@ -33,6 +41,26 @@ pub struct NodeInfo {
     /// `key=value:Effect` strings.
     pub taints: Vec<String>,
     pub unschedulable: bool,
+    /// The host's non-loopback IP addresses (for the endpoints view).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Kubernetes-style node conditions: `Ready`, `MemoryPressure`, `DiskPressure`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// A node condition, as in a Kubernetes Node's `status.conditions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 /// One daemonset on this node.
@@ -59,4 +87,33 @@ pub struct DaemonSetReport {
     pub evict_in_seconds: Option<u64>,
     /// The last failure starting or stopping its unit, if any.
     pub last_error: String,
+    /// The unit is `active/running` (the daemon's readiness).
+    #[serde(default)]
+    pub ready: bool,
+    /// `NRestarts` of the unit.
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub main_pid: u32,
+    /// Seconds since the epoch when the unit last became active
+    /// (`ActiveEnterTimestamp`); the basis of `minReadySeconds` availability.
+    #[serde(default)]
+    pub started_at: Option<u64>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub cpu_nanoseconds: Option<u64>,
+}
+
+/// `POST /v1/nodes/{name}/heartbeat`: the agent is alive and its last full
+/// report still holds. A coordinator that does not know the node, or has an
+/// older sequence for this instance, answers 409 and the agent sends a full
+/// report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub agent_instance: String,
+    /// The sequence of the last full report sent.
+    pub sequence: u64,
+    pub generated_at: u64,
 }

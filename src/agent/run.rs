@@ -496,6 +496,12 @@ impl<S: Systemd> Agent<S> {
                     .get(&s.daemonset)
                     .cloned()
                     .unwrap_or_default(),
+                ready: s.state == "active/running",
+                restarts: 0,
+                main_pid: 0,
+                started_at: None,
+                memory_bytes: None,
+                cpu_nanoseconds: None,
             })
             .collect();
         // Held daemonsets with no valid version: known only by their unit.
@@ -514,11 +520,19 @@ impl<S: Systemd> Agent<S> {
                     desired_revision: String::new(),
                     evict_in_seconds: None,
                     last_error: String::new(),
+                    ready: false,
+                    restarts: 0,
+                    main_pid: 0,
+                    started_at: None,
+                    memory_bytes: None,
+                    cpu_nanoseconds: None,
                 });
             }
         }
         NodeReport {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            agent_instance: String::new(),
+            sequence: 0,
             generated_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -527,6 +541,8 @@ impl<S: Systemd> Agent<S> {
                 labels: node.labels.clone(),
                 taints: node.taints.iter().map(ToString::to_string).collect(),
                 unschedulable: node.unschedulable,
+                addresses: Vec::new(),
+                conditions: Vec::new(),
             },
             daemonsets,
             diagnostics: self
