@@ -16,6 +16,7 @@
 //! - `coordinator` (feature `coordinator`): the coordinator service.
 //! - `systemd` (feature `systemd`): the narrow trait over systemd's D-Bus API, its zbus
 //!   implementation and an in-memory fake.
+//! - `source` (feature `source`): the spec directory with each file's last-known-good version.
 //! - `agent` (feature `agent`): `hostsetd`, the event loop around [`plan`].
 //! - `cli` (feature `cli`): the `hostset` command line.
 //!
@@ -33,6 +34,8 @@ pub mod placement;
 pub mod plan;
 pub mod quantity;
 pub mod report;
+#[cfg(feature = "source")]
+pub mod source;
 pub mod spec;
 pub mod syntax;
 #[cfg(feature = "systemd")]

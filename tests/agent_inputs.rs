@@ -1,5 +1,5 @@
 //! The agent's inputs: the spec directory with last-known-good, trust checks and held units
-//! (`hostset::agent::source`), node conditions as taints (`hostset::agent::conditions`) and
+//! (`hostset::source`), node conditions as taints (`hostset::agent::conditions`) and
 //! the agent's configuration and flags (`hostset::agent::config`).
 //!
 //! Every test works in its own directory under `std::env::temp_dir()`, removed at the end.
@@ -19,7 +19,7 @@ use hostset::agent::conditions::{
     self, FsStats, MemoryThreshold, Pressure, PressureTracker, Thresholds,
 };
 use hostset::agent::config::{self, Args, ConfigError, LogFormat};
-use hostset::agent::source::{Change, FileStatus, SpecDir, is_relevant};
+use hostset::source::{Change, FileStatus, SpecDir, is_relevant};
 use hostset::spec::Taint;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 //! `hostsetd`, the node agent.
 //!
 //! - [`config`]: `/etc/hostset/agent.toml` and the command line.
-//! - [`source`]: the spec directory, with each file's last-known-good version.
 //! - [`conditions`]: memory and disk pressure as node taints.
 //! - [`run`]: the event loop around [`crate::plan`].
 //! - [`sdnotify`]: readiness and watchdog for `Type=notify`.
@@ -13,7 +12,6 @@ pub mod conditions;
 pub mod config;
 pub mod run;
 pub mod sdnotify;
-pub mod source;
 
 use std::process::ExitCode;
 

@@ -32,11 +32,11 @@ use crate::unit::{self, Markers, UnitOptions};
 use super::conditions;
 use super::config::Config;
 use super::sdnotify;
-use super::source::SpecDir;
+use crate::source::SpecDir;
 
 /// Quiet time after a file event before the directory is re-read: editors
 /// write temp files and rename, package managers write in several steps.
-const FILE_DEBOUNCE: Duration = super::source::RECOMMENDED_DEBOUNCE;
+const FILE_DEBOUNCE: Duration = crate::source::RECOMMENDED_DEBOUNCE;
 /// Upper bound on how long a stream of file events can postpone a pass.
 const FILE_DEBOUNCE_MAX: Duration = Duration::from_millis(500);
 /// Coalescing of systemd signals (a unit start sends several).
@@ -700,7 +700,7 @@ fn watch_files(
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         let relevant = ev.paths.iter().any(|p| {
-            (p.parent() == Some(spec_dir_owned.as_path()) && super::source::is_relevant(p))
+            (p.parent() == Some(spec_dir_owned.as_path()) && crate::source::is_relevant(p))
                 || (node_name.is_some() && p.file_name() == node_name.as_deref())
                 || p == &spec_dir_owned
         });
