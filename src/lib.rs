@@ -29,6 +29,9 @@ pub mod agent;
 pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "coordinator")]
+pub mod coordinator;
+pub mod fleet;
 pub mod node;
 pub mod placement;
 pub mod plan;

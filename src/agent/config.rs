@@ -8,10 +8,15 @@
 //! # Seconds between a daemon's exit and its restart (systemd's RestartSec=; default 1).
 //! restart_delay = 1
 //!
-//! # Optional: the coordinator (read and kept; used by a later version).
+//! # Optional: the coordinator the agent reports to (see crate::agent::report).
 //! [coordinator]
 //! url = "https://hostset.example.com"
-//! token_file = "/etc/hostset/coordinator.token"
+//! token_file = "/etc/hostset/coordinator.token"  # the bearer token; none: no Authorization
+//! ca_file = "/etc/hostset/coordinator-ca.pem"     # trust only these CAs (PEM); default:
+//!                                                 # the system bundle
+//! cert_file = "/etc/hostset/agent.pem"            # client certificate (mTLS), PEM, with
+//! key_file = "/etc/hostset/agent-key.pem"         # its private key; both or neither
+//! heartbeat_interval = 10                         # seconds (±10 % jitter); default 10
 //!
 //! # When the node gets the memory-pressure and disk-pressure taints.
 //! [thresholds]
@@ -34,6 +39,10 @@
 //!   too). The default spec directory and node file live in that directory as well. A
 //!   missing default file is an empty one; a missing `--config FILE` is an error.
 //! - `restart_delay` is a top-level key, not a threshold: it is how the agent runs units.
+//! - `--coordinator URL` replaces `coordinator.url` (or configures a coordinator when the file
+//!   has none); `--token-file FILE` replaces `coordinator.token_file` and needs a coordinator
+//!   from either place. Without a coordinator the agent reports to nobody (the status file
+//!   only).
 //! - Numbers may be integers or floats (`10`, `2.5`); `memory_available` may also be an
 //!   integer number of bytes.
 
@@ -57,6 +66,8 @@ pub const SPEC_DIR: &str = "daemonsets.d";
 pub const NODE_FILE: &str = "node.toml";
 /// Default `restart_delay`.
 pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// Default `coordinator.heartbeat_interval`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How `hostsetd` logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -86,7 +97,9 @@ DaemonSets), owned by root and writable by nobody else.
 Examples:
   hostsetd
   hostsetd --config /etc/hostset/agent.toml --log-format journald
-  hostsetd --spec-dir /srv/hostset/daemonsets.d --node-file /srv/hostset/node.toml --log-format text"
+  hostsetd --spec-dir /srv/hostset/daemonsets.d --node-file /srv/hostset/node.toml --log-format text
+  hostsetd --coordinator https://hostset.example.com --token-file /etc/hostset/coordinator.token
+  hostsetd goodbye      # tell the coordinator this node is gone (package removal)"
 )]
 pub struct Args {
     /// The agent's configuration file [default: /etc/hostset/agent.toml; a missing default
@@ -104,6 +117,23 @@ pub struct Args {
     /// Where and how to log.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// The coordinator to report to, http:// or https:// [default: coordinator.url of the
+    /// configuration; none: no reporting].
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub coordinator: Option<String>,
+    /// The file holding the coordinator's bearer token [default: coordinator.token_file of
+    /// the configuration].
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `--coordinator`: an http:// or https:// URL.
+fn parse_url(s: &str) -> Result<String, String> {
+    if s.starts_with("https://") || s.starts_with("http://") {
+        Ok(s.to_string())
+    } else {
+        Err(format!("must be an http:// or https:// URL, not \"{s}\""))
+    }
 }
 
 /// `[coordinator]`.
@@ -113,6 +143,29 @@ pub struct Coordinator {
     pub url: String,
     /// `token_file`: where the bearer token is (not read here).
     pub token_file: Option<PathBuf>,
+    /// `ca_file`: PEM certificates of the CAs trusted for an https:// URL, instead of the
+    /// system's bundle.
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file`: the agent's client certificate (PEM, chain allowed), for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// `key_file`: the private key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// `heartbeat_interval`: how often the agent says it is alive when nothing changed.
+    pub heartbeat_interval: Duration,
+}
+
+impl Coordinator {
+    /// A coordinator at `url` with every other key at its default.
+    pub fn new(url: impl Into<String>) -> Coordinator {
+        Coordinator {
+            url: url.into(),
+            token_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+        }
+    }
 }
 
 /// The agent's configuration, every default applied.
@@ -170,6 +223,9 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// Flags that do not fit together with the configuration.
+    #[error("{flag}: {message}")]
+    Flag { flag: String, message: String },
 }
 
 /// `$HOSTSET_CONFIG_DIR`, else [`DEFAULT_CONFIG_DIR`].
@@ -205,6 +261,31 @@ pub fn load_in(args: &Args, config_dir: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(file) = &args.node_file {
         config.node_file = file.clone();
+    }
+    if let Some(url) = &args.coordinator {
+        match &mut config.coordinator {
+            Some(c) => c.url = url.clone(),
+            None => config.coordinator = Some(Coordinator::new(url.clone())),
+        }
+    }
+    if let Some(file) = &args.token_file {
+        match &mut config.coordinator {
+            Some(c) => c.token_file = Some(file.clone()),
+            None => {
+                return Err(ConfigError::Flag {
+                    flag: "--token-file".into(),
+                    message: format!(
+                        "there is no coordinator to send the token to: give --coordinator URL \
+                         or set [coordinator] url in {}",
+                        config
+                            .file
+                            .as_deref()
+                            .unwrap_or(&config_dir.join(CONFIG_FILE))
+                            .display()
+                    ),
+                });
+            }
+        }
     }
     config.log_format = args.log_format;
     Ok(config)
@@ -267,13 +348,41 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
                 format!("must be an http:// or https:// URL, not \"{}\"", c.url),
             ));
         }
-        let token_file = c
-            .token_file
-            .map(|p| absolute("coordinator.token_file", p))
-            .transpose()?;
+        let file_key = |key: &str, p: Option<PathBuf>| p.map(|p| absolute(key, p)).transpose();
+        let cert_file = file_key("coordinator.cert_file", c.cert_file)?;
+        let key_file = file_key("coordinator.key_file", c.key_file)?;
+        if cert_file.is_some() != key_file.is_some() {
+            let (given, missing) = if cert_file.is_some() {
+                ("cert_file", "key_file")
+            } else {
+                ("key_file", "cert_file")
+            };
+            return Err(value_error(
+                &format!("coordinator.{missing}"),
+                format!(
+                    "is required with coordinator.{given} (a client certificate needs its key)"
+                ),
+            ));
+        }
+        let heartbeat_interval = match c.heartbeat_interval {
+            None => DEFAULT_HEARTBEAT_INTERVAL,
+            Some(v) => match seconds("coordinator.heartbeat_interval", v)? {
+                d if d.is_zero() => {
+                    return Err(value_error(
+                        "coordinator.heartbeat_interval",
+                        "must be more than 0 seconds".to_string(),
+                    ));
+                }
+                d => d,
+            },
+        };
         config.coordinator = Some(Coordinator {
             url: c.url,
-            token_file,
+            token_file: file_key("coordinator.token_file", c.token_file)?,
+            ca_file: file_key("coordinator.ca_file", c.ca_file)?,
+            cert_file,
+            key_file,
+            heartbeat_interval,
         });
     }
     let t = parsed.thresholds;
@@ -351,6 +460,11 @@ struct FileConfig {
 struct FileCoordinator {
     url: String,
     token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "number")]
+    heartbeat_interval: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

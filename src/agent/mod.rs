@@ -2,14 +2,21 @@
 //!
 //! - [`config`]: `/etc/hostset/agent.toml` and the command line.
 //! - [`conditions`]: memory and disk pressure as node taints.
+//! - [`report`]: reporting to the coordinator (full reports, heartbeats, goodbye).
 //! - [`run`]: the event loop around [`crate::plan`].
 //! - [`sdnotify`]: readiness and watchdog for `Type=notify`.
 //!
 //! `hostsetd exec` is the argv shim used by units whose arguments hold `$` or
 //! `;` (see [`crate::unit::UnitOptions::exec_shim`]).
+//!
+//! `hostsetd goodbye [--config FILE] [--node-file FILE] [--coordinator URL] [--token-file
+//! FILE]` tells the coordinator this node is gone (`DELETE /v1/nodes/{name}`, once), for the
+//! package's removal script: exit 0 when the coordinator forgot the node (204) or never knew
+//! it (404), or when no coordinator is configured; 1 otherwise, with the reason on stderr.
 
 pub mod conditions;
 pub mod config;
+pub mod report;
 pub mod run;
 pub mod sdnotify;
 
@@ -23,8 +30,11 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "exec") {
         return exec_shim();
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "goodbye") {
+        return goodbye();
+    }
     let args = config::Args::parse();
-    init_logging(args.log_format);
+    init_logging(args.log_format, "info");
     let config = match config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +89,54 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     run::run(agent, shutdown_signal()).await
 }
 
+/// `hostsetd goodbye`: see the [module docs](self).
+fn goodbye() -> ExitCode {
+    let argv = std::iter::once(std::ffi::OsString::from("hostsetd goodbye"))
+        .chain(std::env::args_os().skip(2));
+    let args = match config::Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    // Problems the client meets on the way (an unreadable token file) go to stderr.
+    init_logging(config::LogFormat::Text, "warn");
+    let config = match config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hostsetd goodbye: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hostsetd goodbye: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let facts = crate::node::HostFacts::detect();
+    match runtime.block_on(report::goodbye(&config, Some(&facts))) {
+        Ok(None) => {
+            eprintln!("hostsetd goodbye: no coordinator configured; nothing to do");
+            ExitCode::SUCCESS
+        }
+        Ok(Some((node, report::Goodbye::Removed))) => {
+            eprintln!("hostsetd goodbye: the coordinator forgot node {node}");
+            ExitCode::SUCCESS
+        }
+        Ok(Some((node, report::Goodbye::Unknown))) => {
+            eprintln!("hostsetd goodbye: the coordinator did not know node {node}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("hostsetd goodbye: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -94,10 +152,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// Logs go to the journal under systemd (or when asked), to stderr otherwise.
-fn init_logging(format: config::LogFormat) {
+/// Logs go to the journal under systemd (or when asked), to stderr otherwise. `default` is
+/// the level without `$HOSTSET_LOG`.
+fn init_logging(format: config::LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOSTSET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let journald = match format {
         config::LogFormat::Journald => true,
         config::LogFormat::Text => false,

@@ -13,12 +13,20 @@
 //!   (1 s doubling to 30 s) and reported; it never blocks the other daemonsets.
 //! - On SIGTERM the agent stops reconciling and exits; the daemons keep running
 //!   (transient units do not depend on their creator).
+//! - Every report (each pass, and each stats tick that changed a number) is written to the
+//!   status file and handed to the reporter ([`super::report`]) through a watch channel:
+//!   the loop never waits for the coordinator.
+//! - The live numbers of a unit (MainPID, NRestarts, ActiveEnterTimestamp, memory, CPU) are
+//!   cached per unit, read again when systemd signals a change of the unit (UnitChanged,
+//!   JobRemoved), dropped when it is removed, forgotten on a systemd reload, and read again
+//!   on every stats tick (memory and CPU change without a signal). The stats tick runs every
+//!   `coordinator.heartbeat_interval` (10 s without a coordinator).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
 use crate::node::{HostFacts, NodeFile, read_node};
@@ -26,11 +34,12 @@ use crate::placement::taints::EFFECT_NO_EXECUTE;
 use crate::plan::{self, Action, Desired, ObservedUnit, orphans_on_delete, taint_id};
 use crate::report::{DaemonSetReport, NodeInfo, NodeReport};
 use crate::spec::{DaemonSet, Diagnostic, Node, Taint};
-use crate::systemd::{Event, Systemd, SystemdError};
+use crate::systemd::{Event, Systemd, SystemdError, UnitDetails};
 use crate::unit::{self, Markers, UnitOptions};
 
 use super::conditions;
-use super::config::Config;
+use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
+use super::report::{self, Reporter};
 use super::sdnotify;
 use crate::source::SpecDir;
 
@@ -81,6 +90,18 @@ pub struct Agent<S: Systemd> {
     starting: BTreeMap<String, String>,
     last_error: BTreeMap<String, String>,
     status_path: Option<PathBuf>,
+    /// Live numbers of each loaded `hostset-*` unit.
+    live: HashMap<String, UnitDetails>,
+    /// Units whose live numbers are outdated: systemd signalled a change since.
+    live_stale: HashSet<String>,
+    /// This agent start's identity in reports.
+    instance: String,
+    /// The host's addresses, last time they were sampled.
+    addresses: Vec<String>,
+    /// The last report, written and published.
+    last_report: Option<NodeReport>,
+    /// The latest report, for the reporter.
+    reports: watch::Sender<Option<NodeReport>>,
     /// Set by the first pass; `READY=1` is sent after it.
     pub passes: u64,
 }
@@ -118,7 +139,48 @@ impl<S: Systemd> Agent<S> {
             starting: BTreeMap::new(),
             last_error: BTreeMap::new(),
             status_path,
+            live: HashMap::new(),
+            live_stale: HashSet::new(),
+            instance: report::new_instance_id(),
+            addresses: Vec::new(),
+            last_report: None,
+            reports: watch::Sender::new(None),
             passes: 0,
+        }
+    }
+
+    /// The reports of every pass from now on (`None` until the first pass), latest only.
+    pub fn subscribe(&self) -> watch::Receiver<Option<NodeReport>> {
+        self.reports.subscribe()
+    }
+
+    /// The last report made (as written to the status file).
+    pub fn last_report(&self) -> Option<&NodeReport> {
+        self.last_report.as_ref()
+    }
+
+    /// This agent start's `agentInstance`.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How often memory and CPU are read: the coordinator's heartbeat interval.
+    pub fn stats_interval(&self) -> Duration {
+        self.config
+            .coordinator
+            .as_ref()
+            .map_or(DEFAULT_HEARTBEAT_INTERVAL, |c| c.heartbeat_interval)
+    }
+
+    /// Read the host's addresses; true when they changed.
+    pub fn sample_addresses(&mut self) -> bool {
+        let addresses = report::host_addresses();
+        if addresses != self.addresses {
+            info!(?addresses, "node addresses");
+            self.addresses = addresses;
+            true
+        } else {
+            false
         }
     }
 
@@ -218,21 +280,35 @@ impl<S: Systemd> Agent<S> {
         let listed = self.systemd.list(unit::UNIT_PATTERN).await?;
         let live: BTreeSet<&str> = listed.iter().map(|u| u.name.as_str()).collect();
         self.markers.retain(|name, _| live.contains(name.as_str()));
+        self.live.retain(|name, _| live.contains(name.as_str()));
+        self.live_stale.retain(|name| live.contains(name.as_str()));
         let mut out = Vec::with_capacity(listed.len());
         for u in &listed {
             if u.load_state != "loaded" {
                 continue;
             }
-            let markers = match self.markers.get(&u.name) {
-                Some(m) => m.clone(),
-                None => match self.systemd.details(&u.name).await {
+            let known = self.markers.get(&u.name).cloned();
+            let fresh = self.live.contains_key(&u.name) && !self.live_stale.contains(&u.name);
+            let markers = match known {
+                Some(m) if fresh => m,
+                known => match self.systemd.details(&u.name).await {
                     Ok(d) => {
-                        let m = unit::markers_from_environment(&d.environment);
-                        self.markers.insert(u.name.clone(), m.clone());
+                        let m = known.unwrap_or_else(|| {
+                            let m = unit::markers_from_environment(&d.environment);
+                            self.markers.insert(u.name.clone(), m.clone());
+                            m
+                        });
+                        self.live_stale.remove(&u.name);
+                        self.live.insert(u.name.clone(), d);
                         m
                     }
                     // Gone between the list and the read: next pass.
                     Err(SystemdError::NoSuchUnit(_)) => continue,
+                    // Only the live numbers are missing: they stay as they were.
+                    Err(e) if known.is_some() => {
+                        debug!(unit = %u.name, error = %e, "cannot refresh the unit's numbers");
+                        known.unwrap_or_default()
+                    }
                     Err(e) => return Err(e),
                 },
             };
@@ -270,8 +346,11 @@ impl<S: Systemd> Agent<S> {
             Event::UnitRemoved(name) => {
                 self.markers.remove(name);
                 self.failed_since.remove(name);
+                self.live.remove(name);
+                self.live_stale.remove(name);
             }
             Event::JobRemoved { unit, result } => {
+                self.live_stale.insert(unit.clone());
                 if let Some(ds) = self.starting.remove(unit) {
                     if result == "done" {
                         self.backoff.remove(&ds);
@@ -284,8 +363,14 @@ impl<S: Systemd> Agent<S> {
                     }
                 }
             }
-            Event::UnitChanged(_) => {}
-            Event::Reloaded => self.markers.clear(),
+            Event::UnitChanged(name) => {
+                self.live_stale.insert(name.clone());
+            }
+            Event::Reloaded => {
+                self.markers.clear();
+                self.live.clear();
+                self.live_stale.clear();
+            }
         }
         true
     }
@@ -503,11 +588,15 @@ impl<S: Systemd> Agent<S> {
                 memory_bytes: None,
                 cpu_nanoseconds: None,
             })
+            .map(|mut ds| {
+                self.fill_live(&mut ds);
+                ds
+            })
             .collect();
         // Held daemonsets with no valid version: known only by their unit.
         for name in &held {
             if !desired.iter().any(|d| &d.ds.name == name) {
-                daemonsets.push(DaemonSetReport {
+                let mut ds = DaemonSetReport {
                     name: name.clone(),
                     file: String::new(),
                     held: true,
@@ -526,12 +615,15 @@ impl<S: Systemd> Agent<S> {
                     started_at: None,
                     memory_bytes: None,
                     cpu_nanoseconds: None,
-                });
+                };
+                self.fill_live(&mut ds);
+                daemonsets.push(ds);
             }
         }
         NodeReport {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            agent_instance: String::new(),
+            agent_instance: self.instance.clone(),
+            // Numbered by the reporter, per report sent.
             sequence: 0,
             generated_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -541,8 +633,8 @@ impl<S: Systemd> Agent<S> {
                 labels: node.labels.clone(),
                 taints: node.taints.iter().map(ToString::to_string).collect(),
                 unschedulable: node.unschedulable,
-                addresses: Vec::new(),
-                conditions: Vec::new(),
+                addresses: self.addresses.clone(),
+                conditions: report::node_conditions(&self.condition_taints),
             },
             daemonsets,
             diagnostics: self
@@ -555,16 +647,71 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
-    fn write_report(&self, node: &Node, desired: &[Desired], p: &plan::Plan, errors: Vec<String>) {
-        let Some(path) = &self.status_path else {
+    fn write_report(
+        &mut self,
+        node: &Node,
+        desired: &[Desired],
+        p: &plan::Plan,
+        errors: Vec<String>,
+    ) {
+        let report = self.report(node, desired, p, errors);
+        self.publish(report);
+    }
+
+    /// Write `report` to the status file and hand it to the reporter.
+    fn publish(&mut self, report: NodeReport) {
+        if let Some(path) = &self.status_path
+            && let Err(e) = write_atomically(
+                path,
+                &serde_json::to_vec_pretty(&report).unwrap_or_default(),
+            )
+        {
+            warn!(path = %path.display(), error = %e, "cannot write the status file");
+        }
+        self.reports.send_replace(Some(report.clone()));
+        self.last_report = Some(report);
+    }
+
+    /// The live numbers of `ds.unit`, from the cache (zero and `None` when unknown).
+    fn fill_live(&self, ds: &mut DaemonSetReport) {
+        let d = self.live.get(&ds.unit);
+        ds.restarts = d.map_or(0, |d| d.n_restarts);
+        ds.main_pid = d.map_or(0, |d| d.main_pid);
+        ds.started_at = d
+            .map(|d| d.active_enter_timestamp_usec / 1_000_000)
+            .filter(|&s| s > 0);
+        ds.memory_bytes = d.and_then(|d| d.memory_current);
+        ds.cpu_nanoseconds = d.and_then(|d| d.cpu_usage_nsec);
+    }
+
+    /// The stats tick: read every cached unit's numbers again (memory and CPU change without
+    /// a signal) and, when any number in the last report changed, write and publish it.
+    pub async fn refresh_live(&mut self) {
+        let names: Vec<String> = self.live.keys().cloned().collect();
+        for name in names {
+            match self.systemd.details(&name).await {
+                Ok(d) => {
+                    self.live_stale.remove(&name);
+                    self.live.insert(name, d);
+                }
+                Err(SystemdError::NoSuchUnit(_)) => {
+                    self.live.remove(&name);
+                    self.live_stale.remove(&name);
+                }
+                Err(e) => debug!(unit = %name, error = %e, "cannot refresh the unit's numbers"),
+            }
+        }
+        let Some(mut report) = self.last_report.clone() else {
             return;
         };
-        let report = self.report(node, desired, p, errors);
-        if let Err(e) = write_atomically(
-            path,
-            &serde_json::to_vec_pretty(&report).unwrap_or_default(),
-        ) {
-            warn!(path = %path.display(), error = %e, "cannot write the status file");
+        for ds in &mut report.daemonsets {
+            self.fill_live(ds);
+        }
+        if Some(&report) != self.last_report.as_ref() {
+            report.generated_at = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.publish(report);
         }
     }
 }
@@ -585,21 +732,56 @@ enum Wake {
     Systemd(Event),
     Timer,
     Conditions,
+    Stats,
     Watchdog,
     Shutdown,
 }
 
-/// Run the agent until `shutdown` completes.
+/// Run the agent until `shutdown` completes, reporting to the configured coordinator, if
+/// any. Unusable TLS material for the coordinator (`ca_file`, `cert_file`, `key_file`) is an
+/// error.
 pub async fn run<S: Systemd>(
-    mut agent: Agent<S>,
+    agent: Agent<S>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let reporter = match &agent.config.coordinator {
+        Some(c) => Some(Reporter::new(c).context("configuring the coordinator client")?),
+        None => None,
+    };
+    run_with_reporter(agent, reporter, shutdown).await
+}
+
+/// [`run`] with the given reporter (or none), whatever the configuration says.
+pub async fn run_with_reporter<S: Systemd>(
+    mut agent: Agent<S>,
+    reporter: Option<Reporter>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    /// Stops the reporter when the loop ends, however it ends.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _reporting = match reporter {
+        Some(r) => {
+            info!(url = %r.url(), instance = %agent.instance, "reporting to the coordinator");
+            Some(AbortOnDrop(tokio::spawn(r.run(agent.subscribe()))))
+        }
+        None => {
+            info!("no coordinator configured; the status file is the only report");
+            None
+        }
+    };
     let mut events = agent.systemd.events().await?;
     let (file_tx, mut file_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch_files(&agent.config.spec_dir, &agent.config.node_file, file_tx)?;
     let mut spec_dir_watched = agent.config.spec_dir.is_dir();
 
     agent.sample_conditions();
+    agent.sample_addresses();
     agent.reload_node();
     agent.reload_specs();
     let mut next = agent.reconcile().await;
@@ -609,7 +791,10 @@ pub async fn run<S: Systemd>(
     let watchdog = sdnotify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut conditions_tick = tokio::time::interval(CONDITIONS_INTERVAL);
+    let mut stats_tick = tokio::time::interval(agent.stats_interval());
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     conditions_tick.tick().await;
+    stats_tick.tick().await;
     watchdog_tick.tick().await;
     tokio::pin!(shutdown);
 
@@ -636,6 +821,7 @@ pub async fn run<S: Systemd>(
             Some(ev) = events.recv() => Wake::Systemd(ev),
             _ = sleep => Wake::Timer,
             _ = conditions_tick.tick() => Wake::Conditions,
+            _ = stats_tick.tick() => Wake::Stats,
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
         };
         let now = Instant::now();
@@ -663,10 +849,12 @@ pub async fn run<S: Systemd>(
                 }
             }
             Wake::Conditions => {
-                if agent.sample_conditions() {
+                // Both samples, whatever the first says.
+                if agent.sample_conditions() | agent.sample_addresses() {
                     pass_due = Some(now);
                 }
             }
+            Wake::Stats => agent.refresh_live().await,
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
             Wake::Timer => {
                 let mut due = next.is_some_and(|t| t <= now) || pass_due.is_some_and(|t| t <= now);

@@ -1,1 +1,5 @@
-fn main() {}
+//! `hostset-coordinator`: the fleet's coordinator. Everything lives in `hostset::coordinator`.
+
+fn main() -> std::process::ExitCode {
+    hostset::coordinator::main()
+}

@@ -4,8 +4,13 @@
 //! `validate`, whose findings are its data). Exit codes: 0 success, 1 invalid
 //! input or failed check, 2 usage error (clap's default).
 
+mod client;
+mod completions;
+mod describe;
 mod eval;
+mod get;
 mod node;
+pub mod output;
 mod status;
 mod validate;
 
@@ -19,8 +24,13 @@ use clap::{Parser, Subcommand};
 Examples:
   hostset validate /etc/hostset/daemonsets.d/*.toml
   hostset eval examples/log-collector.toml
-  hostset eval --node examples/nodes/control-plane.yaml examples/fluentd-elasticsearch.yaml -o json")]
+  hostset eval --node examples/nodes/control-plane.yaml examples/fluentd-elasticsearch.yaml -o json
+  hostset get daemonsets
+  hostset describe daemonset log-collector")]
 pub struct Cli {
+    /// How to reach the coordinator (get, describe, node delete).
+    #[command(flatten)]
+    pub coordinator: client::CoordinatorArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,6 +41,9 @@ pub enum Command {
     Eval(eval::Args),
     Node(node::Args),
     Status(status::Args),
+    Get(get::Args),
+    Describe(describe::Args),
+    Completions(completions::Args),
 }
 
 /// Run a parsed command line.
@@ -38,8 +51,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(args, &cli.coordinator),
         Command::Status(args) => status::run(args),
+        Command::Get(args) => get::run(args, &cli.coordinator),
+        Command::Describe(args) => describe::run(args, &cli.coordinator),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,

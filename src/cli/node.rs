@@ -1,5 +1,5 @@
 //! `hostset node label|taint|cordon|uncordon|show`: this host's node file, edited the way
-//! kubectl edits a node.
+//! kubectl edits a node. (`hostset node delete NAME` is the coordinator's: see [`delete`].)
 //!
 //! Every edit is one read-modify-write of the native node file:
 //! 1. an advisory lock (`flock`) on the file's directory serializes concurrent `hostset node`
@@ -21,6 +21,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 use toml_edit::{DocumentMut, InlineTable, Item, Key, Table, Value};
 
+use super::client::{Client, CoordinatorArgs, Subject};
 use crate::node::{HostFacts, NodeFile, parse_node, read_node};
 use crate::placement::taints::{
     EFFECT_NO_EXECUTE, EFFECT_NO_SCHEDULE, EFFECT_PREFER_NO_SCHEDULE, TAINT_NODE_UNSCHEDULABLE,
@@ -71,6 +72,7 @@ Examples:
   hostset node uncordon")]
     Uncordon,
     Show(ShowArgs),
+    Delete(DeleteArgs),
 }
 
 /// Add, change or remove labels of the node, as `kubectl label node` does.
@@ -131,6 +133,23 @@ pub struct ShowArgs {
     pub output: Output,
 }
 
+/// Remove a node from the coordinator, as `kubectl delete node` does.
+///
+/// The coordinator forgets the node and its last report: its daemons no longer count in any
+/// daemonset's status. This host's node file is not involved, and nothing stops on the node;
+/// an agent that still runs there reports again and brings the node back. Needs an agent token
+/// (one for any node, or for this one); read tokens are read-only.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  hostset node delete db-1
+  hostset --coordinator https://coordinator.example:8443 --token-file agent.token node delete db-1")]
+pub struct DeleteArgs {
+    /// The node's name, as `hostset get nodes` lists it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     /// For people.
@@ -139,7 +158,7 @@ pub enum Output {
     Json,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, coordinator: &CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let explicit = args.node_file.is_some();
     let file = args
         .node_file
@@ -150,7 +169,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         NodeCommand::Taint(a) => edit(&file, |s| taint(s, &a.taints, a.overwrite)),
         NodeCommand::Cordon => edit(&file, |s| cordon(s, true)),
         NodeCommand::Uncordon => edit(&file, |s| cordon(s, false)),
+        NodeCommand::Delete(a) => delete(coordinator, &a.name),
     }
+}
+
+/// `DELETE /v1/nodes/{name}` on the coordinator.
+fn delete(coordinator: &CoordinatorArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(coordinator)?;
+    client.delete(&["nodes", name], Some(Subject { kind: "node", name }))?;
+    println!("node/{name} deleted");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_dir() -> PathBuf {

@@ -1,0 +1,645 @@
+//! The HTTP API: routes, handlers, and serving (plain or TLS) with the background work.
+//!
+//! # Routes
+//!
+//! | route | token | answer |
+//! |---|---|---|
+//! | `POST /v1/reports` | agent | body [`NodeReport`] → 204; 400 invalid, 403 node-bound token for another node, 409 stale, 413 too large |
+//! | `POST /v1/nodes/{name}/heartbeat` | agent | body [`Heartbeat`] → 204; 409 when the node is unknown or its stored report is of another instance or sequence (send a full report) |
+//! | `DELETE /v1/nodes/{name}` | agent | 204; 404 unknown (goodbye, `hostset node delete NAME`) |
+//! | `GET /v1/daemonsets` | read | `[DaemonSetView]` |
+//! | `GET /v1/daemonsets/{name}` | read | [`DaemonSetDetail`] |
+//! | `GET /v1/daemonsets/{name}/endpoints` | read | `[Endpoint]` |
+//! | `GET /v1/nodes` | read | `[NodeView]` |
+//! | `GET /v1/nodes/{name}` | read | `{"node": NodeView, "report": NodeReport}` |
+//! | `GET /metrics` | read | Prometheus text ([`super::metrics`]) |
+//! | `GET /healthz` | none | `ok` |
+//! | `GET /` | none | the status page; its script reads the API with the read token of the URL fragment |
+//!
+//! A read route takes an agent or a read token; a write route an agent token, and a
+//! node-bound one only for its node ([`super::auth`]). Errors are JSON `{"error": "..."}`
+//! ([`ApiError`]); 401 carries `WWW-Authenticate: Bearer`. A refused request changes
+//! nothing. The body limit is `--max-report-bytes` for reports and [`SMALL_BODY_LIMIT`]
+//! elsewhere; the token is checked before the body is read.
+//!
+//! Every request is logged (tracing): errors from the server at `error`, refused
+//! authentication at `warn`, other client errors at `info`, the rest at `debug` (agents
+//! report and heartbeat all the time).
+//!
+//! [`DaemonSetDetail`]: crate::api::DaemonSetDetail
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::auth::{Denied, Principal};
+use super::metrics::{self, Reason};
+use super::page;
+use super::specs::SpecWatcher;
+pub use super::state::{AppState, Clock, Specs, system_clock};
+use super::store::{FLUSH_INTERVAL, HeartbeatOutcome, ReportOutcome, Store, StoreError};
+use crate::api::{ApiError, NodeView};
+use crate::fleet;
+use crate::report::{Heartbeat, NodeReport};
+
+/// The body limit of every route but `POST /v1/reports`.
+pub const SMALL_BODY_LIMIT: usize = 64 << 10;
+/// How long open requests may take to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Quiet time after a spec directory event before it is re-read.
+const SPEC_DEBOUNCE: Duration = crate::source::RECOMMENDED_DEBOUNCE;
+/// Upper bound on how long a stream of events can postpone a rescan.
+const SPEC_DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+
+/// The API, the metrics and the page over `state`. See the [module docs](self).
+pub fn router(state: AppState) -> Router {
+    let report_limit = state.max_report_bytes();
+    Router::new()
+        .route("/", get(page::index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(get_metrics))
+        .route(
+            "/v1/reports",
+            post(post_report).layer(DefaultBodyLimit::max(report_limit)),
+        )
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}", get(get_node).delete(delete_node))
+        .route("/v1/nodes/{name}/heartbeat", post(post_heartbeat))
+        .route("/v1/daemonsets", get(list_daemonsets))
+        .route("/v1/daemonsets/{name}", get(get_daemonset))
+        .route("/v1/daemonsets/{name}/endpoints", get(get_endpoints))
+        .fallback(|req: Request| async move {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                Reason::NotFound,
+                format!("no such path: {}", req.uri().path()),
+            )
+        })
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serve plain HTTP on `listener` until `shutdown` completes, with the background work (the
+/// spec directory watcher, heartbeat flushes). At shutdown open requests get
+/// [`SHUTDOWN_GRACE`] to finish, then the heartbeats are written.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future();
+    supervise(
+        state,
+        server,
+        move || {
+            let _ = stop_tx.send(true);
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] over TLS: `tls` from [`tls_config`].
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(
+        listener.into_std()?,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle.clone())
+    .serve(router(state.clone()).into_make_service());
+    supervise(
+        state,
+        server,
+        move || handle.graceful_shutdown(Some(SHUTDOWN_GRACE)),
+        shutdown,
+    )
+    .await
+}
+
+/// Run `server` and the background work until `shutdown`; then `stop` the server, give it
+/// [`SHUTDOWN_GRACE`], stop the background work and write the heartbeats.
+async fn supervise(
+    state: AppState,
+    server: impl Future<Output = std::io::Result<()>>,
+    stop: impl FnOnce(),
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (bg_stop, bg_stopped) = watch::channel(false);
+    let background = tokio::spawn(background(state.clone(), bg_stopped));
+    let mut server = std::pin::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            stop();
+            match tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("requests still open after the shutdown grace period; closing");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = bg_stop.send(true);
+    let _ = background.await;
+    let _ = blocking(&state, AppState::flush).await;
+    result.map_err(Into::into)
+}
+
+/// Re-read the spec directory on changes (debounced) and write heartbeats every
+/// [`FLUSH_INTERVAL`], until `stop`. Without inotify (watch limit reached), the directory is
+/// re-read at every flush instead.
+async fn background(state: AppState, mut stop: watch::Receiver<bool>) {
+    let (tx, mut rx) = mpsc::channel::<()>(16);
+    let dir = state.spec_dir_path();
+    let mut watcher = match SpecWatcher::new(&dir, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the spec directory {}: {e}; re-reading it every {} s", dir.display(), FLUSH_INTERVAL.as_secs());
+            None
+        }
+    };
+    let mut flush_tick = tokio::time::interval(FLUSH_INTERVAL);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush_tick.tick().await;
+    let mut due: Option<tokio::time::Instant> = None;
+    let mut first_event: Option<tokio::time::Instant> = None;
+    loop {
+        let rescan_due = async {
+            match due {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            Some(()) = rx.recv() => {
+                let now = tokio::time::Instant::now();
+                let first = *first_event.get_or_insert(now);
+                due = Some((now + SPEC_DEBOUNCE).min(first + SPEC_DEBOUNCE_MAX));
+            }
+            () = rescan_due => {
+                due = None;
+                first_event = None;
+                // Watch first: a file written while the directory is read is not missed.
+                if let Some(w) = &mut watcher {
+                    w.rewatch();
+                }
+                let _ = blocking(&state, AppState::rescan_specs).await;
+            }
+            _ = flush_tick.tick() => {
+                let _ = blocking(&state, AppState::flush).await;
+                if watcher.is_none() {
+                    let _ = blocking(&state, AppState::rescan_specs).await;
+                }
+            }
+        }
+    }
+}
+
+/// Run blocking work (file reads, database writes) on the state off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state)).await
+}
+
+/// A store write, off the async threads; its failure is a 500.
+async fn store_write<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    blocking(state, move |s| f(s.store()))
+        .await
+        .map_err(|e| Failure::internal(format!("the store write did not complete: {e}")))?
+        .map_err(|e| Failure::internal(e.to_string()))
+}
+
+/// A rustls server configuration from the TLS files: the certificate chain and key, and
+/// when `client_ca` is given, client certificates required and verified against it.
+pub fn tls_config(tls: &super::config::Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read_certs = |path: &std::path::Path| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("{}: cannot read PEM certificates", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{}: no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            path.display()
+        );
+        Ok(certs)
+    };
+    let certs = read_certs(&tls.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("{}: cannot read a PEM private key", tls.key.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: invalid CA certificate", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .with_context(|| format!("{}: cannot verify clients with it", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "{} and {}: the key does not fit the certificate, or is unusable",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// An error answer: `{"error": message}` with `status`, counted under `reason`.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    reason: Reason,
+    message: String,
+    challenge: Option<&'static str>,
+}
+
+/// Attached to error responses for [`observe`].
+#[derive(Debug, Clone)]
+struct Rejected {
+    reason: Reason,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, reason: Reason, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            reason,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, Reason::Invalid, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::NOT_FOUND, Reason::NotFound, message)
+    }
+
+    fn internal(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Reason::Internal, message)
+    }
+}
+
+impl From<Denied> for Failure {
+    fn from(d: Denied) -> Failure {
+        let message = d.message();
+        let challenge = match d {
+            Denied::Forbidden(_) => {
+                return Failure::new(StatusCode::FORBIDDEN, Reason::Forbidden, message);
+            }
+            Denied::Missing => r#"Bearer realm="hostset""#,
+            Denied::Malformed => r#"Bearer realm="hostset", error="invalid_request""#,
+            Denied::Unknown => r#"Bearer realm="hostset", error="invalid_token""#,
+        };
+        Failure {
+            challenge: Some(challenge),
+            ..Failure::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, message)
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ApiError {
+                error: self.message.clone(),
+            }),
+        )
+            .into_response();
+        if let Some(c) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        response.extensions_mut().insert(Rejected {
+            reason: self.reason,
+            message: self.message,
+        });
+        response
+    }
+}
+
+/// Log every request and count the refused ones.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status();
+    let ms = started.elapsed().as_millis() as u64;
+    let rejected = response.extensions().get::<Rejected>();
+    if status.is_client_error() || status.is_server_error() {
+        let reason = rejected.map_or(Reason::Other, |r| r.reason);
+        state.counters().rejected(reason);
+        let error = rejected.map_or("", |r| r.message.as_str());
+        let code = status.as_u16();
+        let reason = reason.as_str();
+        if status.is_server_error() {
+            tracing::error!(%method, %path, status = code, ms, reason, error, "{method} {path}: {code} {error}");
+        } else if matches!(reason, "unauthorized" | "forbidden") {
+            tracing::warn!(%method, %path, status = code, ms, reason, error, "{method} {path}: {code} {error}");
+        } else {
+            tracing::info!(%method, %path, status = code, ms, reason, error, "{method} {path}: {code} {error}");
+        }
+    } else {
+        let code = status.as_u16();
+        tracing::debug!(%method, %path, status = code, ms, "{method} {path}: {code}");
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Any known token.
+fn reader(state: &AppState, headers: &HeaderMap) -> Result<Principal, Failure> {
+    Ok(state.auth().authenticate(headers)?)
+}
+
+/// An agent token (not yet checked against a node).
+fn agent(state: &AppState, headers: &HeaderMap) -> Result<Principal, Failure> {
+    Ok(reader(state, headers)?.require_agent()?)
+}
+
+/// The body of `req`, within the route's limit (`limit` is [`DefaultBodyLimit`]'s, named in
+/// the error).
+async fn body(req: Request, state: &AppState, what: &str, limit: usize) -> Result<Bytes, Failure> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Reason::TooLarge,
+                format!("the {what} is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            Failure::invalid(format!("cannot read the {what}: {}", rejection.body_text()))
+        }
+    })
+}
+
+/// A node name a report may carry: a DNS-1123 subdomain, as Kubernetes' node names.
+fn check_node_name(name: &str) -> Result<(), Failure> {
+    if name.is_empty() {
+        return Err(Failure::invalid("invalid report: node.name is empty"));
+    }
+    let problems = crate::syntax::is_dns1123_subdomain(name);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::invalid(format!(
+            "invalid report: node.name \"{name}\": {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+async fn post_report(State(state): State<AppState>, req: Request) -> Result<StatusCode, Failure> {
+    let principal = agent(&state, req.headers())?;
+    let bytes = body(req, &state, "report", state.max_report_bytes()).await?;
+    let report: NodeReport = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::invalid(format!("invalid report: {e}")))?;
+    check_node_name(&report.node.name)?;
+    principal.may_write(&report.node.name)?;
+    let now = state.now();
+    let (node, instance, sequence) = (
+        report.node.name.clone(),
+        report.agent_instance.clone(),
+        report.sequence,
+    );
+    let outcome = store_write(&state, move |store| store.put_report(report, now)).await?;
+    match outcome {
+        ReportOutcome::Stored { new } => {
+            state.counters().report();
+            if new {
+                tracing::info!(%node, %instance, sequence, "node {node} reported for the first time");
+            } else {
+                tracing::debug!(%node, %instance, sequence, "report of node {node} stored");
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        ReportOutcome::Stale { stored_sequence } => Err(Failure::new(
+            StatusCode::CONFLICT,
+            Reason::Stale,
+            format!(
+                "stale report: agent instance \"{instance}\" already reported sequence \
+                 {stored_sequence}, this is {sequence}; ignored"
+            ),
+        )),
+    }
+}
+
+async fn post_heartbeat(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<StatusCode, Failure> {
+    agent(&state, req.headers())?.may_write(&name)?;
+    let bytes = body(req, &state, "heartbeat", SMALL_BODY_LIMIT).await?;
+    let hb: Heartbeat = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::invalid(format!("invalid heartbeat: {e}")))?;
+    let conflict = |message: String| Failure::new(StatusCode::CONFLICT, Reason::Conflict, message);
+    match state.store().heartbeat(&name, &hb, state.now()) {
+        HeartbeatOutcome::Alive => {
+            state.counters().heartbeat();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        HeartbeatOutcome::UnknownNode => Err(conflict(format!(
+            "node \"{name}\" is unknown: send a full report"
+        ))),
+        HeartbeatOutcome::Mismatch { instance, sequence } => Err(conflict(format!(
+            "node \"{name}\" last reported as agent instance \"{instance}\" sequence {sequence}, \
+             not \"{}\" sequence {}: send a full report",
+            hb.agent_instance, hb.sequence
+        ))),
+    }
+}
+
+async fn delete_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, Failure> {
+    agent(&state, &headers)?.may_write(&name)?;
+    let deleting = name.clone();
+    let deleted = store_write(&state, move |store| store.delete_node(&deleting)).await?;
+    if deleted {
+        tracing::info!(node = %name, "node {name} deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Failure::not_found(format!("no node \"{name}\"")))
+    }
+}
+
+async fn list_nodes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<NodeView>>, Failure> {
+    reader(&state, &headers)?;
+    let now = state.now();
+    let grace = state.grace();
+    Ok(Json(
+        state
+            .nodes()
+            .iter()
+            .map(|n| fleet::node_view(n, now, grace))
+            .collect(),
+    ))
+}
+
+/// `GET /v1/nodes/{name}`.
+#[derive(Debug, Serialize)]
+struct NodeDetail {
+    node: NodeView,
+    report: NodeReport,
+}
+
+async fn get_node(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<NodeDetail>, Failure> {
+    reader(&state, &headers)?;
+    let rec = state
+        .store()
+        .node(&name)
+        .ok_or_else(|| Failure::not_found(format!("no node \"{name}\"")))?;
+    Ok(Json(NodeDetail {
+        node: fleet::node_view(&rec, state.now(), state.grace()),
+        report: rec.report,
+    }))
+}
+
+async fn list_daemonsets(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::api::DaemonSetView>>, Failure> {
+    reader(&state, &headers)?;
+    let nodes = state.nodes();
+    let (now, grace) = (state.now(), state.grace());
+    Ok(Json(
+        state
+            .specs()
+            .values()
+            .map(|s| fleet::daemonset_view(s, &nodes, now, grace))
+            .collect(),
+    ))
+}
+
+/// The daemonset `name` and every node, or 404.
+fn daemonset(state: &AppState, name: &str) -> Result<(Specs, Vec<fleet::NodeRecord>), Failure> {
+    let specs = state.specs();
+    if !specs.contains_key(name) {
+        return Err(Failure::not_found(format!("no daemonset \"{name}\"")));
+    }
+    Ok((specs, state.nodes()))
+}
+
+async fn get_daemonset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<crate::api::DaemonSetDetail>, Failure> {
+    reader(&state, &headers)?;
+    let (specs, nodes) = daemonset(&state, &name)?;
+    Ok(Json(fleet::daemonset_detail(
+        &specs[&name],
+        &nodes,
+        state.now(),
+        state.grace(),
+    )))
+}
+
+async fn get_endpoints(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::api::Endpoint>>, Failure> {
+    reader(&state, &headers)?;
+    let (specs, nodes) = daemonset(&state, &name)?;
+    Ok(Json(fleet::endpoints(
+        &specs[&name],
+        &nodes,
+        state.now(),
+        state.grace(),
+    )))
+}
+
+async fn get_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    reader(&state, &headers)?;
+    let specs = state.specs();
+    let specs: Vec<&fleet::SpecRecord> = specs.values().collect();
+    let text = metrics::render(
+        &specs,
+        &state.nodes(),
+        state.now(),
+        state.grace(),
+        state.counters(),
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

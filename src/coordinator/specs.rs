@@ -1,0 +1,247 @@
+//! The spec directory as the coordinator reads it: the agents' own [`SpecDir`] (same files,
+//! same last-known-good and trust rules, so the coordinator's idea of a daemonset is the one
+//! the agents act on), plus Kubernetes' object bookkeeping, which files do not carry.
+//!
+//! # Generation
+//!
+//! Each daemonset's `generation` starts at 1 when the coordinator first sees it and
+//! increases by one each time its **spec** changes, as `metadata.generation` does in
+//! Kubernetes: the selector, the template, the update strategy, `minReadySeconds` and
+//! `revisionHistoryLimit`. A change to the daemonset's own labels or annotations, a
+//! reformatted file, or the daemonset moving to another file is no new generation.
+//!
+//! The change is detected with [`content_hash`]: FNV-1a 64 over the `Debug` form of those
+//! decoded fields, which is deterministic (the model has no hash maps) and independent of
+//! the file's layout. It is stored, so a coordinator restarted over an edited directory
+//! counts the edit once. A hostset upgrade that changes the model's `Debug` form counts as
+//! one new generation of every daemonset (harmless: nothing acts on generations but the
+//! status). `created_at` is set on first sight; `history` lists `(generation, revision)` of
+//! the last [`MAX_HISTORY`] generations, which `observedGeneration` maps agents'
+//! revisions through.
+//!
+//! A daemonset that leaves the directory loses its bookkeeping (a later one of the same
+//! name starts at generation 1 again, as a re-created Kubernetes object does) — unless its
+//! name is held ([`SpecDir::holds`]: its file is broken, or the directory cannot be
+//! trusted), in which case it is kept for when the file is fixed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use super::store::SpecBook;
+use crate::fleet::SpecRecord;
+use crate::source::{SpecDir, is_relevant};
+use crate::spec::DaemonSet;
+
+/// How many `(generation, revision)` entries a daemonset's history keeps.
+pub const MAX_HISTORY: usize = 100;
+
+/// The hash of the fields of `ds` whose change is a new generation (see the
+/// [module docs](self)), as 16 hex digits.
+pub fn content_hash(ds: &DaemonSet) -> String {
+    // Destructured so that a new field must be placed on one side or the other.
+    let DaemonSet {
+        name: _,
+        labels: _,
+        annotations: _,
+        selector,
+        template,
+        update_strategy,
+        min_ready_seconds,
+        revision_history_limit,
+    } = ds;
+    let text = format!(
+        "{selector:?}\n{template:?}\n{update_strategy:?}\n{min_ready_seconds}\n\
+         {revision_history_limit}"
+    );
+    // FNV-1a 64: stable across Rust releases, unlike std's DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The bookkeeping after a rescan: `old` updated for the daemonsets `in_force` at `now`;
+/// the entries of other names are kept when `keep(name)` (held) and dropped otherwise.
+pub fn next_books(
+    old: &BTreeMap<String, SpecBook>,
+    in_force: &[&DaemonSet],
+    keep: impl Fn(&str) -> bool,
+    now: u64,
+) -> BTreeMap<String, SpecBook> {
+    let mut books: BTreeMap<String, SpecBook> = old
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(n, b)| (n.clone(), b.clone()))
+        .collect();
+    for ds in in_force {
+        let hash = content_hash(ds);
+        let revision = crate::unit::revision(&ds.template);
+        let book = match old.get(&ds.name) {
+            Some(b) if b.hash == hash => b.clone(),
+            Some(b) => {
+                let generation = b.generation + 1;
+                let mut history = b.history.clone();
+                history.push((generation, revision));
+                let excess = history.len().saturating_sub(MAX_HISTORY);
+                history.drain(..excess);
+                SpecBook {
+                    generation,
+                    created_at: b.created_at,
+                    history,
+                    hash,
+                }
+            }
+            None => SpecBook {
+                generation: 1,
+                created_at: now,
+                history: vec![(1, revision)],
+                hash,
+            },
+        };
+        books.insert(ds.name.clone(), book);
+    }
+    books
+}
+
+/// The records the status arithmetic works on: each daemonset in force with its bookkeeping.
+pub fn records(dir: &SpecDir, books: &BTreeMap<String, SpecBook>) -> BTreeMap<String, SpecRecord> {
+    dir.daemonsets()
+        .into_iter()
+        .filter_map(|ds| {
+            let book = books.get(&ds.name)?;
+            Some((
+                ds.name.clone(),
+                SpecRecord {
+                    ds: ds.clone(),
+                    file: dir
+                        .source_of(&ds.name)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    revision: crate::unit::revision(&ds.template),
+                    generation: book.generation,
+                    created_at: book.created_at,
+                    history: book.history.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Watch the spec directory (and its parent, to notice the directory appear): every
+/// relevant change sends a unit message. Call [`SpecWatcher::rewatch`] before each rescan, to
+/// watch a directory that has appeared (or been replaced) since.
+pub struct SpecWatcher {
+    watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+}
+
+impl SpecWatcher {
+    pub fn new(dir: &Path, tx: mpsc::Sender<()>) -> notify::Result<SpecWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        let owned = dir.to_path_buf();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let relevant = match res {
+                    Ok(ev) => ev.paths.iter().any(|p| {
+                        p == &owned || (p.parent() == Some(owned.as_path()) && is_relevant(p))
+                    }),
+                    // Lost events (queue overflow): rescan to be sure.
+                    Err(_) => true,
+                };
+                if relevant {
+                    // A full channel already holds a wake-up.
+                    let _ = tx.try_send(());
+                }
+            })?;
+        if let Some(parent) = dir.parent().filter(|p| p.is_dir()) {
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
+        }
+        let mut w = SpecWatcher {
+            watcher,
+            dir: dir.to_path_buf(),
+        };
+        w.rewatch();
+        Ok(w)
+    }
+
+    /// Watch the directory, if it exists (again: adding a watch is idempotent, and a
+    /// replaced directory needs a new one).
+    pub fn rewatch(&mut self) {
+        use notify::{RecursiveMode, Watcher};
+        if self.dir.is_dir()
+            && let Err(e) = self.watcher.watch(&self.dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the spec directory {}: {e}", self.dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Format, parse_daemonsets};
+
+    fn ds(text: &str) -> DaemonSet {
+        let loaded = parse_daemonsets("x.toml", text, Format::Toml);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        loaded.items.into_iter().next().unwrap()
+    }
+
+    const BASE: &str = "name = \"x\"\nselector.matchLabels = { app = \"x\" }\n\
+                        template.labels = { app = \"x\" }\ncommand = [\"/bin/true\"]\n";
+
+    #[test]
+    fn generations_count_spec_changes_only() {
+        let v1 = ds(BASE);
+        let books = next_books(&BTreeMap::new(), &[&v1], |_| false, 100);
+        let b = &books["x"];
+        assert_eq!((b.generation, b.created_at, b.history.len()), (1, 100, 1));
+
+        // Same spec, other labels, another layout: same generation.
+        let relabelled = ds(&format!("labels = {{ team = \"a\" }}\n\n{BASE}"));
+        let same = next_books(&books, &[&relabelled], |_| false, 200);
+        assert_eq!(same, books);
+
+        // A template change: generation 2, new revision in the history.
+        let v2 = ds(&BASE.replace("/bin/true", "/bin/false"));
+        let books2 = next_books(&books, &[&v2], |_| false, 300);
+        let b2 = &books2["x"];
+        assert_eq!((b2.generation, b2.created_at), (2, 100));
+        assert_eq!(b2.history[1], (2, crate::unit::revision(&v2.template)));
+        assert_ne!(b2.history[0].1, b2.history[1].1);
+
+        // minReadySeconds: a spec change without a new revision.
+        let v3 = ds(&format!(
+            "minReadySeconds = 5\n{}",
+            BASE.replace("/bin/true", "/bin/false")
+        ));
+        let b3 = &next_books(&books2, &[&v3], |_| false, 400)["x"];
+        assert_eq!(b3.generation, 3);
+        assert_eq!(b3.history[2].1, b2.history[1].1);
+    }
+
+    #[test]
+    fn gone_daemonsets_lose_their_bookkeeping_unless_held() {
+        let v1 = ds(BASE);
+        let books = next_books(&BTreeMap::new(), &[&v1], |_| false, 100);
+        assert!(next_books(&books, &[], |_| false, 200).is_empty());
+        assert_eq!(next_books(&books, &[], |n| n == "x", 200), books);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut books = BTreeMap::new();
+        for i in 0..(MAX_HISTORY + 5) {
+            let v = ds(&BASE.replace("/bin/true", &format!("/bin/v{i}")));
+            books = next_books(&books, &[&v], |_| false, 0);
+        }
+        let b = &books["x"];
+        assert_eq!(b.generation, (MAX_HISTORY + 5) as u64);
+        assert_eq!(b.history.len(), MAX_HISTORY);
+        assert_eq!(b.history.last().unwrap().0, b.generation);
+    }
+}

@@ -1,0 +1,184 @@
+//! [`AppState`]: what the request handlers share — the store, the tokens, the specs in force,
+//! the counters and the clock.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::auth::{Auth, TokenFileError};
+use super::config::Config;
+use super::metrics::Counters;
+use super::specs;
+use super::store::{Store, StoreError};
+use crate::fleet::{NodeRecord, SpecRecord};
+use crate::source::SpecDir;
+
+/// Seconds since the Unix epoch. The coordinator asks it for "now" everywhere (`last_seen`,
+/// `created_at`, readiness), so tests can move time instead of sleeping.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+/// The specs in force with their bookkeeping, by name.
+pub type Specs = Arc<BTreeMap<String, SpecRecord>>;
+
+/// Why the coordinator's state cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+}
+
+/// The state shared by every request handler and the background tasks; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    auth: Auth,
+    spec_dir: Mutex<SpecDir>,
+    /// The specs in force with their bookkeeping, replaced whole after each rescan.
+    records: RwLock<Specs>,
+    counters: Counters,
+    clock: Clock,
+    grace: u64,
+    max_report_bytes: usize,
+}
+
+impl AppState {
+    /// Open the store in the state directory, read the token files and the spec directory.
+    /// Blocking (file reads, a database open): call it before serving.
+    pub fn open(config: &Config, clock: Clock) -> Result<AppState, OpenError> {
+        let auth = Auth::load(&config.agent_token_file, &config.read_token_file)?;
+        let store = Store::open(&config.state_dir)?;
+        let state = AppState {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                spec_dir: Mutex::new(SpecDir::new(&config.spec_dir).with_owner(config.spec_owner)),
+                records: RwLock::new(Arc::default()),
+                counters: Counters::default(),
+                clock,
+                grace: config.grace_period,
+                max_report_bytes: config.max_report_bytes,
+            }),
+        };
+        state.rescan_specs();
+        Ok(state)
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(super) fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    pub(super) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Now, by the state's clock.
+    pub fn now(&self) -> u64 {
+        (self.inner.clock)()
+    }
+
+    /// Seconds a silent node stays Ready.
+    pub fn grace(&self) -> u64 {
+        self.inner.grace
+    }
+
+    /// The largest report body accepted.
+    pub fn max_report_bytes(&self) -> usize {
+        self.inner.max_report_bytes
+    }
+
+    /// The specs in force.
+    pub fn specs(&self) -> Specs {
+        self.inner
+            .records
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.inner.store.nodes()
+    }
+
+    /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;
+    /// the server calls it on inotify events (debounced) and on SIGHUP.
+    pub fn rescan_specs(&self) {
+        let mut dir = self
+            .inner
+            .spec_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let change = dir.rescan();
+        if change.diagnostics_changed {
+            for d in dir.diagnostics() {
+                tracing::warn!("{d}");
+            }
+        }
+        for (names, what) in [
+            (&change.added, "added"),
+            (&change.updated, "changed"),
+            (&change.removed, "removed"),
+        ] {
+            for name in names {
+                tracing::info!(daemonset = %name, "daemonset {name} {what}");
+            }
+        }
+        let books = specs::next_books(
+            &self.inner.store.spec_books(),
+            &dir.daemonsets(),
+            |name| dir.holds(name),
+            self.now(),
+        );
+        let records = specs::records(&dir, &books);
+        if let Err(e) = self.inner.store.set_spec_books(books) {
+            tracing::error!(error = %e, "cannot store the daemonsets' generations: {e}; retrying at the next flush");
+        }
+        *self
+            .inner
+            .records
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+    }
+
+    /// Write the heartbeats' `last_seen` to the store. Blocking.
+    pub fn flush(&self) {
+        match self.inner.store.flush() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(nodes = n, "heartbeats written"),
+            Err(e) => tracing::error!(error = %e, "cannot write heartbeats: {e}; retrying"),
+        }
+    }
+
+    /// Re-read the token files now (SIGHUP). On an error the tokens in force stay.
+    pub fn reload_tokens(&self) -> Result<(), TokenFileError> {
+        self.inner.auth.reload()
+    }
+
+    /// The spec directory, for the watcher.
+    pub(super) fn spec_dir_path(&self) -> std::path::PathBuf {
+        self.inner
+            .spec_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dir()
+            .to_path_buf()
+    }
+}

@@ -1,0 +1,574 @@
+//! Fleet-wide status arithmetic: Kubernetes' `DaemonSetStatus` from the agents' reports.
+//!
+//! The coordinator keeps one [`SpecRecord`] per daemonset and one [`NodeRecord`] per node
+//! (the node's last full [`NodeReport`] and when it was last heard from). Everything here is
+//! a pure function of those records and the current time: no I/O, no clock, no async.
+//!
+//! # Definitions
+//!
+//! The counters follow `pkg/controller/daemon/daemon_controller.go#updateDaemonSetStatus`
+//! (shared notes §9), with a systemd unit standing in for the pod:
+//!
+//! - *shouldRun* / *shouldContinueRunning* are computed here, by the coordinator, with
+//!   [`placement::evaluate`] on its own copy of the spec and the node's last reported labels
+//!   and taints ([`placement_node`]), as Kubernetes' controller computes them from its own
+//!   informers. The agent's booleans in the report are not trusted.
+//! - The unit is *present* on a node when the node's report has a [`DaemonSetReport`] with
+//!   the daemonset's name whose `unit` is non-empty and whose `state` is not `absent` (an
+//!   adopted orphan's unit counts: it stands for the daemonset there). This is "≥ 1 pod is
+//!   mapped to the node".
+//! - `desiredNumberScheduled`: nodes with shouldRun.
+//! - `currentNumberScheduled`: shouldRun and present.
+//! - `numberMisscheduled`: !shouldRun and present. It counts nodes, and a daemon kept only by
+//!   shouldContinueRunning (an untolerated NoSchedule taint) is misscheduled, as in Kubernetes.
+//! - `numberReady`: shouldRun, present, the node is Ready ([`node_ready`]) and the report says
+//!   the daemon is ready.
+//! - `updatedNumberScheduled`: shouldRun, present, and the unit runs the spec's current
+//!   revision (`IsPodUpdated`: the `controller-revision-hash` equals the current hash).
+//! - `numberAvailable`: ready, and `minReadySeconds == 0` or `started_at + minReadySeconds <=
+//!   now` (`IsPodAvailable`, with the `<=` of current Kubernetes). A ready daemon whose start
+//!   time the agent does not report is not available while `minReadySeconds > 0`.
+//! - `numberUnavailable`: `desiredNumberScheduled - numberAvailable`.
+//! - `observedGeneration`: the generation every Ready node has seen. Kubernetes sets it to
+//!   `metadata.generation` once its one controller has acted on that generation; in hostset
+//!   each agent is the controller of its node, so the fleet has observed a generation only
+//!   when every Ready node's agent has. A Ready node's generation is the latest generation in
+//!   [`SpecRecord::history`] whose revision is the `desired_revision` the node reports for
+//!   the daemonset (the current generation for the current revision); 0 when the report
+//!   lacks the daemonset or names a revision the coordinator never knew. The status carries
+//!   the minimum over Ready nodes, or the current generation when no node is Ready (a silent
+//!   agent can neither hold it back nor vouch for it).
+//!
+//! # Silent nodes
+//!
+//! A node whose agent has been silent for longer than the grace period is NotReady. In
+//! Kubernetes the node lifecycle controller would then add the `node.kubernetes.io/unreachable`
+//! taints (NoSchedule, then NoExecute), which every DaemonSet tolerates automatically, so the
+//! node would stay desired anyway. hostset deliberately does **not** synthesise those taints:
+//! a silent node is evaluated on its last reported labels and taints and *stays desired*. Its
+//! daemon counts as present (the last report said so) but not ready and not available, so the
+//! status shows exactly where a daemon should run and cannot be vouched for.
+
+use crate::api::{
+    DaemonSetDetail, DaemonSetStatus, DaemonSetView, Endpoint, EndpointPort, NodePlacement,
+    NodeView,
+};
+use crate::placement::{self, Verdict, selector::label_selector_matches, taints};
+use crate::report::{DaemonSetReport, NodeReport};
+use crate::spec::{DaemonSet, LabelSelector, Labels, Node, Taint};
+use crate::syntax;
+
+/// kube-controller-manager's `--node-monitor-grace-period` default (40s): how long a node may
+/// be silent before it is NotReady.
+pub const DEFAULT_GRACE_SECONDS: u64 = 40;
+
+/// A daemonset as the coordinator knows it.
+///
+/// Not serde: [`DaemonSet`] has no serde form. The store persists the other fields and
+/// re-reads the spec from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecRecord {
+    /// The spec in force.
+    pub ds: DaemonSet,
+    /// The spec file it was read from.
+    pub file: String,
+    /// The revision (template hash, [`crate::unit::revision`]) of `ds`.
+    pub revision: String,
+    /// `metadata.generation`: increases each time the spec's content changes.
+    pub generation: u64,
+    /// Seconds since the epoch when the coordinator first saw this daemonset.
+    pub created_at: u64,
+    /// `(generation, revision)` of every generation seen, oldest first.
+    pub history: Vec<(u64, String)>,
+}
+
+/// A node as the coordinator knows it: its last full report and when it was last heard from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    /// The last full report.
+    pub report: NodeReport,
+    /// Seconds since the epoch (coordinator clock) of the first report.
+    pub first_seen: u64,
+    /// Seconds since the epoch (coordinator clock) of the last report or heartbeat.
+    pub last_seen: u64,
+}
+
+/// Whether the node is Ready: heard from within `grace` seconds (`now - last_seen <= grace`,
+/// as the node lifecycle controller marks a node Unknown only once
+/// `now > probeTimestamp + gracePeriod`) and its report's `Ready` condition, if there is one,
+/// is not `False`.
+pub fn node_ready(rec: &NodeRecord, now: u64, grace: u64) -> bool {
+    heard_within(rec, now, grace) && !ready_condition_false(&rec.report)
+}
+
+fn heard_within(rec: &NodeRecord, now: u64, grace: u64) -> bool {
+    now.saturating_sub(rec.last_seen) <= grace
+}
+
+/// The report's `Ready` condition, when its status is `False`.
+fn ready_condition_false(report: &NodeReport) -> bool {
+    report
+        .node
+        .conditions
+        .iter()
+        .any(|c| c.kind == "Ready" && c.status == "False")
+}
+
+/// The placement [`Node`] rebuilt from the node's last report: name, labels, taints (parsed
+/// back from their `key=value:Effect` strings; a string that does not parse is dropped) and
+/// `unschedulable`.
+pub fn placement_node(rec: &NodeRecord) -> Node {
+    let info = &rec.report.node;
+    Node {
+        name: info.name.clone(),
+        labels: info.labels.clone(),
+        taints: info.taints.iter().filter_map(|t| parse_taint(t)).collect(),
+        unschedulable: info.unschedulable,
+    }
+}
+
+/// Parses a taint in kubectl's form, `key=value:Effect` or `key:Effect` (the inverse of
+/// [`Taint`]'s `Display`).
+///
+/// As kubectl's `parseTaint`: the key must be a qualified name, the value a label value, and
+/// the effect one of NoSchedule, PreferNoSchedule, NoExecute. `None` otherwise.
+pub fn parse_taint(s: &str) -> Option<Taint> {
+    let (key_value, effect) = s.rsplit_once(':')?;
+    let (key, value) = key_value.split_once('=').unwrap_or((key_value, ""));
+    let effect_ok = [
+        taints::EFFECT_NO_SCHEDULE,
+        taints::EFFECT_PREFER_NO_SCHEDULE,
+        taints::EFFECT_NO_EXECUTE,
+    ]
+    .contains(&effect);
+    let valid = effect_ok
+        && syntax::is_qualified_name(key).is_empty()
+        && syntax::is_valid_label_value(value).is_empty();
+    valid.then(|| Taint {
+        key: key.to_string(),
+        value: value.to_string(),
+        effect: effect.to_string(),
+    })
+}
+
+/// `GET /v1/nodes`: one node's row.
+///
+/// `daemons` counts the node's daemonset reports whose daemon is ready (`ready`, or state
+/// `active/running` from agents that predate the `ready` field).
+pub fn node_view(rec: &NodeRecord, now: u64, grace: u64) -> NodeView {
+    let r = &rec.report;
+    NodeView {
+        name: r.node.name.clone(),
+        status: node_status(rec, now, grace).to_string(),
+        labels: r.node.labels.clone(),
+        taints: r.node.taints.clone(),
+        unschedulable: r.node.unschedulable,
+        addresses: r.node.addresses.clone(),
+        agent_version: r.agent_version.clone(),
+        daemons: r
+            .daemonsets
+            .iter()
+            .filter(|d| d.ready || d.state == "active/running")
+            .count() as u64,
+        first_seen: rec.first_seen,
+        last_seen: rec.last_seen,
+    }
+}
+
+fn node_status(rec: &NodeRecord, now: u64, grace: u64) -> &'static str {
+    if node_ready(rec, now, grace) {
+        "Ready"
+    } else {
+        "NotReady"
+    }
+}
+
+/// One node's part in one daemonset, computed once and read by every view.
+struct Assessment<'a> {
+    rec: &'a NodeRecord,
+    node_ready: bool,
+    verdict: Verdict,
+    /// The node's report about this daemonset, if any.
+    report: Option<&'a DaemonSetReport>,
+    /// A unit stands for the daemonset on the node.
+    present: bool,
+    /// numberReady's condition, minus shouldRun.
+    ready: bool,
+    /// numberAvailable's condition, minus shouldRun.
+    available: bool,
+    /// updatedNumberScheduled's condition, minus shouldRun.
+    updated: bool,
+}
+
+impl Assessment<'_> {
+    fn name(&self) -> &str {
+        &self.rec.report.node.name
+    }
+}
+
+/// The daemonset's report on a node: the first one with its name.
+fn daemonset_report<'a>(rec: &'a NodeRecord, name: &str) -> Option<&'a DaemonSetReport> {
+    rec.report.daemonsets.iter().find(|d| d.name == name)
+}
+
+/// Whether a unit stands for the daemonset on the node (Kubernetes: ≥ 1 pod mapped to it).
+fn unit_present(report: Option<&DaemonSetReport>) -> bool {
+    report.is_some_and(|d| !d.unit.is_empty() && d.state != "absent")
+}
+
+/// `minReadySeconds` as a duration; validation forbids negative values, treated as 0.
+fn min_ready_seconds(ds: &DaemonSet) -> u64 {
+    u64::try_from(ds.min_ready_seconds).unwrap_or(0)
+}
+
+/// `IsPodAvailable`: ready, and ready for `minReadySeconds` (`started_at + minReadySeconds <=
+/// now`). Without a start time the daemon cannot be shown to have been ready long enough.
+fn available(ready: bool, started_at: Option<u64>, min_ready: u64, now: u64) -> bool {
+    ready && (min_ready == 0 || started_at.is_some_and(|t| t.saturating_add(min_ready) <= now))
+}
+
+fn assess<'a>(spec: &SpecRecord, rec: &'a NodeRecord, now: u64, grace: u64) -> Assessment<'a> {
+    let node_ready = node_ready(rec, now, grace);
+    let verdict = placement::evaluate(&spec.ds, &placement_node(rec));
+    let report = daemonset_report(rec, &spec.ds.name);
+    let present = unit_present(report);
+    let ready = present && node_ready && report.is_some_and(|d| d.ready);
+    let available = available(
+        ready,
+        report.and_then(|d| d.started_at),
+        min_ready_seconds(&spec.ds),
+        now,
+    );
+    let updated = present && report.is_some_and(|d| d.current_revision == spec.revision);
+    Assessment {
+        rec,
+        node_ready,
+        verdict,
+        report,
+        present,
+        ready,
+        available,
+        updated,
+    }
+}
+
+/// Every node's assessment, sorted by node name.
+fn assess_all<'a>(
+    spec: &SpecRecord,
+    nodes: &'a [NodeRecord],
+    now: u64,
+    grace: u64,
+) -> Vec<Assessment<'a>> {
+    let mut all: Vec<Assessment<'a>> = nodes
+        .iter()
+        .map(|rec| assess(spec, rec, now, grace))
+        .collect();
+    all.sort_by(|a, b| a.name().cmp(b.name()));
+    all
+}
+
+/// The counters of `updateDaemonSetStatus` over the assessed nodes.
+fn status(spec: &SpecRecord, all: &[Assessment<'_>]) -> DaemonSetStatus {
+    let mut s = DaemonSetStatus::default();
+    for a in all {
+        if a.verdict.should_run {
+            s.desired_number_scheduled += 1;
+            if a.present {
+                s.current_number_scheduled += 1;
+            }
+            if a.ready {
+                s.number_ready += 1;
+            }
+            if a.available {
+                s.number_available += 1;
+            }
+            if a.updated {
+                s.updated_number_scheduled += 1;
+            }
+        } else if a.present {
+            s.number_misscheduled += 1;
+        }
+    }
+    s.number_unavailable = s.desired_number_scheduled - s.number_available;
+    s.observed_generation = observed_generation(spec, all);
+    s
+}
+
+/// `observedGeneration`: the minimum over Ready nodes of the generation each has seen
+/// (module docs, "Definitions").
+fn observed_generation(spec: &SpecRecord, all: &[Assessment<'_>]) -> u64 {
+    all.iter()
+        .filter(|a| a.node_ready)
+        .map(|a| {
+            a.report
+                .map_or(0, |d| generation_of(spec, &d.desired_revision))
+        })
+        .min()
+        .unwrap_or(spec.generation)
+}
+
+/// The latest generation whose revision is `revision`; 0 when unknown.
+fn generation_of(spec: &SpecRecord, revision: &str) -> u64 {
+    if revision.is_empty() {
+        return 0;
+    }
+    let from_history = spec
+        .history
+        .iter()
+        .filter(|(_, r)| r == revision)
+        .map(|(g, _)| *g)
+        .max();
+    let current = (revision == spec.revision).then_some(spec.generation);
+    from_history.max(current).unwrap_or(0)
+}
+
+/// The one-sentence `problem` of a [`NodePlacement`]; empty when there is none.
+fn problem(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -> String {
+    if !a.verdict.should_run {
+        return if a.present {
+            format!("runs but should not: {}", a.verdict.reasons.join("; "))
+        } else {
+            String::new()
+        };
+    }
+    if a.available && a.updated {
+        return String::new();
+    }
+    if !heard_within(a.rec, now, grace) {
+        return format!(
+            "node is NotReady: its agent has not reported for {}s",
+            now.saturating_sub(a.rec.last_seen)
+        );
+    }
+    if !a.node_ready {
+        return not_ready_condition(&a.rec.report);
+    }
+    let Some(d) = a.report else {
+        return "the agent does not report this daemonset: its spec has not reached the node"
+            .to_string();
+    };
+    if !d.last_error.is_empty() {
+        return format!("the agent reports: {}", d.last_error);
+    }
+    if d.held {
+        return "the spec file on the node is invalid (held)".to_string();
+    }
+    if d.desired_revision != spec.revision {
+        let wants = if d.desired_revision.is_empty() {
+            "no revision".to_string()
+        } else {
+            format!("revision {}", d.desired_revision)
+        };
+        return format!(
+            "the agent has not seen the current spec (it wants {wants}, the coordinator has {})",
+            spec.revision
+        );
+    }
+    if !a.present {
+        let state = if d.state.is_empty() {
+            "absent"
+        } else {
+            &d.state
+        };
+        return format!("no unit runs it (state {state})");
+    }
+    if !a.ready {
+        return format!("not ready: unit is {}", d.state);
+    }
+    if !a.available {
+        let min_ready = min_ready_seconds(&spec.ds);
+        return match d.started_at {
+            Some(t) => format!(
+                "ready for {}s of minReadySeconds {min_ready}",
+                now.saturating_sub(t)
+            ),
+            None => format!(
+                "ready, but the agent reports no start time to count minReadySeconds {min_ready} from"
+            ),
+        };
+    }
+    // Not updated.
+    let pending = if spec.ds.update_strategy.kind == "OnDelete" {
+        "OnDelete: replaced once its unit is stopped"
+    } else {
+        "update pending"
+    };
+    format!(
+        "runs revision {}, not the current {} ({pending})",
+        d.current_revision, spec.revision
+    )
+}
+
+/// "node is NotReady: its Ready condition is False (reason: message)".
+fn not_ready_condition(report: &NodeReport) -> String {
+    let why = report
+        .node
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Ready" && c.status == "False")
+        .map(|c| match (c.reason.is_empty(), c.message.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(" ({})", c.reason),
+            (true, false) => format!(" ({})", c.message),
+            (false, false) => format!(" ({}: {})", c.reason, c.message),
+        })
+        .unwrap_or_default();
+    format!("node is NotReady: its Ready condition is False{why}")
+}
+
+fn node_placement(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -> NodePlacement {
+    let d = a.report;
+    NodePlacement {
+        node: a.name().to_string(),
+        node_status: if a.node_ready { "Ready" } else { "NotReady" }.to_string(),
+        should_run: a.verdict.should_run,
+        should_continue_running: a.verdict.should_continue_running,
+        reasons: a.verdict.reasons.clone(),
+        unit: d
+            .filter(|_| a.present)
+            .map(|d| d.unit.clone())
+            .unwrap_or_default(),
+        state: d.map_or_else(|| "unknown".to_string(), |d| d.state.clone()),
+        ready: a.ready,
+        available: a.available,
+        updated: a.updated,
+        revision: d
+            .filter(|_| a.present)
+            .map(|d| d.current_revision.clone())
+            .unwrap_or_default(),
+        restarts: d.map_or(0, |d| d.restarts),
+        misscheduled: !a.verdict.should_run && a.present,
+        problem: problem(spec, a, now, grace),
+    }
+}
+
+fn view(spec: &SpecRecord, status: DaemonSetStatus) -> DaemonSetView {
+    DaemonSetView {
+        name: spec.ds.name.clone(),
+        file: spec.file.clone(),
+        generation: spec.generation,
+        revision: spec.revision.clone(),
+        selector: selector_string(spec.ds.selector.as_ref()),
+        node_selector: node_selector_string(&spec.ds.template.node_selector),
+        update_strategy: spec.ds.update_strategy.kind.clone(),
+        created_at: spec.created_at,
+        status,
+    }
+}
+
+/// `GET /v1/daemonsets/{name}`: the daemonset with its status, and every node's part in it
+/// (all nodes, sorted by name).
+pub fn daemonset_detail(
+    spec: &SpecRecord,
+    nodes: &[NodeRecord],
+    now: u64,
+    grace: u64,
+) -> DaemonSetDetail {
+    let all = assess_all(spec, nodes, now, grace);
+    DaemonSetDetail {
+        daemonset: view(spec, status(spec, &all)),
+        nodes: all
+            .iter()
+            .map(|a| node_placement(spec, a, now, grace))
+            .collect(),
+    }
+}
+
+/// `GET /v1/daemonsets`: one daemonset with its status; the `daemonset` of
+/// [`daemonset_detail`].
+pub fn daemonset_view(
+    spec: &SpecRecord,
+    nodes: &[NodeRecord],
+    now: u64,
+    grace: u64,
+) -> DaemonSetView {
+    let all = assess_all(spec, nodes, now, grace);
+    view(spec, status(spec, &all))
+}
+
+/// `GET /v1/daemonsets/{name}/endpoints`: every node where a unit stands for the daemonset
+/// (misscheduled ones included, as a pod kept by shouldContinueRunning stays an endpoint),
+/// sorted by node name, with the node's addresses, the spec's declared ports and whether the
+/// daemon is ready there (node Ready and daemon ready).
+///
+/// The port is `containerPort`: the daemon is a host process, so the port it listens on is
+/// the port clients reach.
+pub fn endpoints(spec: &SpecRecord, nodes: &[NodeRecord], now: u64, grace: u64) -> Vec<Endpoint> {
+    let ports: Vec<EndpointPort> = spec
+        .ds
+        .template
+        .process
+        .ports
+        .iter()
+        .map(|p| EndpointPort {
+            name: p.name.clone(),
+            port: p.container_port,
+            protocol: p.protocol.clone(),
+        })
+        .collect();
+    assess_all(spec, nodes, now, grace)
+        .iter()
+        .filter(|a| a.present)
+        .map(|a| Endpoint {
+            node: a.name().to_string(),
+            addresses: a.rec.report.node.addresses.clone(),
+            ports: ports.clone(),
+            ready: a.ready,
+        })
+        .collect()
+}
+
+/// `metav1.FormatLabelSelector`: the selector as kubectl prints it
+/// (`staging/src/k8s.io/apimachinery/pkg/apis/meta/v1/helpers.go`, `labels.Requirement.String`).
+///
+/// Requirements sorted by key (stable, matchLabels before matchExpressions on equal keys):
+/// `k=v` for matchLabels, `k in (a,b)`, `k notin (a,b)` (values sorted), `k` for Exists, `!k`
+/// for DoesNotExist, joined by `,`. `<none>` for a nil selector and for an empty one (their
+/// strings are empty); `<error>` for a selector `LabelSelectorAsSelector` rejects.
+pub fn selector_string(sel: Option<&LabelSelector>) -> String {
+    let Some(sel) = sel else {
+        return "<none>".to_string();
+    };
+    if label_selector_matches(Some(sel), &Labels::new()).is_err() {
+        return "<error>".to_string();
+    }
+    let mut reqs: Vec<(&str, String)> = sel
+        .match_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), format!("{k}={v}")))
+        .collect();
+    for e in &sel.match_expressions {
+        let values = || {
+            let mut v = e.values.clone();
+            v.sort();
+            v.join(",")
+        };
+        let s = match e.operator.as_str() {
+            "In" => format!("{} in ({})", e.key, values()),
+            "NotIn" => format!("{} notin ({})", e.key, values()),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            _ => return "<error>".to_string(),
+        };
+        reqs.push((e.key.as_str(), s));
+    }
+    reqs.sort_by(|a, b| a.0.cmp(b.0));
+    let s: Vec<String> = reqs.into_iter().map(|(_, s)| s).collect();
+    if s.is_empty() {
+        "<none>".to_string()
+    } else {
+        s.join(",")
+    }
+}
+
+/// `labels.FormatLabels`: `disktype=ssd,role=web` (keys sorted), `<none>` when empty.
+pub fn node_selector_string(ns: &Labels) -> String {
+    if ns.is_empty() {
+        return "<none>".to_string();
+    }
+    ns.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
