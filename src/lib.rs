@@ -37,6 +37,8 @@ pub mod placement;
 pub mod plan;
 pub mod quantity;
 pub mod report;
+#[cfg(feature = "service")]
+pub mod service;
 #[cfg(feature = "source")]
 pub mod source;
 pub mod spec;

@@ -69,18 +69,7 @@ pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Default `coordinator.heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How `hostsetd` logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// The journal when stderr is connected to it ($JOURNAL_STREAM, set by systemd), plain
-    /// text otherwise.
-    #[default]
-    Auto,
-    /// Structured entries straight to the journal.
-    Journald,
-    /// Plain text lines on stderr.
-    Text,
-}
+pub use crate::service::LogFormat;
 
 /// The hostset node agent: runs the daemonsets of the spec directory that match this host as
 /// transient systemd units hostset-NAME.service.

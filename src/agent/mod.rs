@@ -4,7 +4,6 @@
 //! - [`conditions`]: memory and disk pressure as node taints.
 //! - [`report`]: reporting to the coordinator (full reports, heartbeats, goodbye).
 //! - [`run`]: the event loop around [`crate::plan`].
-//! - [`sdnotify`]: readiness and watchdog for `Type=notify`.
 //!
 //! `hostsetd exec` is the argv shim used by units whose arguments hold `$` or
 //! `;` (see [`crate::unit::UnitOptions::exec_shim`]).
@@ -18,12 +17,10 @@ pub mod conditions;
 pub mod config;
 pub mod report;
 pub mod run;
-pub mod sdnotify;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::prelude::*;
 
 /// Entry point of `hostsetd`.
 pub fn main() -> ExitCode {
@@ -34,7 +31,7 @@ pub fn main() -> ExitCode {
         return goodbye();
     }
     let args = config::Args::parse();
-    init_logging(args.log_format, "info");
+    crate::service::init_logging("hostsetd", args.log_format, "info");
     let config = match config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -98,7 +95,7 @@ fn goodbye() -> ExitCode {
         Err(e) => e.exit(),
     };
     // Problems the client meets on the way (an unreadable token file) go to stderr.
-    init_logging(config::LogFormat::Text, "warn");
+    crate::service::init_logging("hostsetd", config::LogFormat::Text, "warn");
     let config = match config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -150,33 +147,6 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-/// Logs go to the journal under systemd (or when asked), to stderr otherwise. `default` is
-/// the level without `$HOSTSET_LOG`.
-fn init_logging(format: config::LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOSTSET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let journald = match format {
-        config::LogFormat::Journald => true,
-        config::LogFormat::Text => false,
-        config::LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
-    };
-    let registry = tracing_subscriber::registry().with(filter);
-    if journald {
-        match tracing_journald::layer() {
-            Ok(layer) => {
-                registry
-                    .with(layer.with_syslog_identifier("hostsetd".into()))
-                    .init();
-                return;
-            }
-            Err(e) => eprintln!("hostsetd: journald unavailable ({e}); logging to stderr"),
-        }
-    }
-    registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
 }
 
 /// `hostsetd exec`: run the argv a unit carries in its environment

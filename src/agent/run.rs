@@ -40,7 +40,7 @@ use crate::unit::{self, Markers, UnitOptions};
 use super::conditions;
 use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
 use super::report::{self, Reporter};
-use super::sdnotify;
+use crate::service as sdnotify;
 use crate::source::SpecDir;
 
 /// Quiet time after a file event before the directory is re-read: editors

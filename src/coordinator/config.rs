@@ -65,18 +65,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostset-coordinator";
 /// Default `max_report_bytes`: 1 MiB.
 pub const DEFAULT_MAX_REPORT_BYTES: usize = 1 << 20;
 
-/// How `hostset-coordinator` logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// The journal when stderr is connected to it ($JOURNAL_STREAM, set by systemd), plain
-    /// text otherwise.
-    #[default]
-    Auto,
-    /// Structured entries straight to the journal.
-    Journald,
-    /// Plain text lines on stderr.
-    Text,
-}
+pub use crate::service::LogFormat;
 
 /// The hostset coordinator: collects the agents' reports and serves fleet-wide daemonset
 /// coverage (JSON API, Prometheus metrics, a status page).

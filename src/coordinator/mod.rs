@@ -34,7 +34,6 @@ pub mod store;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::prelude::*;
 
 pub use server::{AppState, Clock, router, serve, serve_tls, system_clock, tls_config};
 pub use state::OpenError;
@@ -42,7 +41,7 @@ pub use state::OpenError;
 /// Entry point of `hostset-coordinator`.
 pub fn main() -> ExitCode {
     let args = config::Args::parse();
-    let journald = init_logging(args.log_format);
+    let journald = crate::service::init_logging("hostset-coordinator", args.log_format, "info");
     // Once: in the journal when logging goes there, on stderr unless that is the journal too.
     let stderr_is_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let fail = |e: &dyn std::fmt::Display| {
@@ -105,10 +104,10 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         }
     );
     tokio::spawn(reload_on_sighup(state.clone()));
-    sd_notify("READY=1");
+    crate::service::notify("READY=1");
     let shutdown = async {
         shutdown_signal().await;
-        sd_notify("STOPPING=1");
+        crate::service::notify("STOPPING=1");
         tracing::info!("stopping");
     };
     match tls {
@@ -147,55 +146,4 @@ async fn reload_on_sighup(state: AppState) {
         })
         .await;
     }
-}
-
-/// Tell systemd `state` (`READY=1`, ...) over `$NOTIFY_SOCKET`; nothing without it.
-fn sd_notify(state: &str) {
-    use std::os::unix::net::UnixDatagram;
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = UnixDatagram::unbound().and_then(|socket| {
-        match path.as_encoded_bytes().strip_prefix(b"@") {
-            Some(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                socket.send_to_addr(state.as_bytes(), &addr)
-            }
-            None => socket.send_to(state.as_bytes(), &path),
-        }
-    });
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd: {e}");
-    }
-}
-
-/// Logs go to the journal under systemd (or when asked), to stderr otherwise; the level
-/// from `HOSTSET_LOG` (default `info`). True when they go to the journal.
-fn init_logging(format: config::LogFormat) -> bool {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOSTSET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let journald = match format {
-        config::LogFormat::Journald => true,
-        config::LogFormat::Text => false,
-        config::LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
-    };
-    let registry = tracing_subscriber::registry().with(filter);
-    if journald {
-        match tracing_journald::layer() {
-            Ok(layer) => {
-                registry
-                    .with(layer.with_syslog_identifier("hostset-coordinator".into()))
-                    .init();
-                return true;
-            }
-            Err(e) => {
-                eprintln!("hostset-coordinator: journald unavailable ({e}); logging to stderr")
-            }
-        }
-    }
-    registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
-    false
 }

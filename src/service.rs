@@ -1,8 +1,53 @@
-//! The systemd notification protocol (`sd_notify`), without libsystemd:
-//! one datagram to `$NOTIFY_SOCKET` per message.
+//! What the two daemons (`hostsetd`, `hostset-coordinator`) share as systemd services:
+//! where their logs go, and the notification protocol (`sd_notify`) for `Type=notify`
+//! readiness and the watchdog, without libsystemd.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
+
+use tracing_subscriber::prelude::*;
+
+/// Where and how a daemon logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// The journal when stderr is connected to it ($JOURNAL_STREAM, set by systemd), plain
+    /// text otherwise.
+    #[default]
+    Auto,
+    /// Structured entries straight to the journal.
+    Journald,
+    /// Plain text lines on stderr.
+    Text,
+}
+
+/// Logs go to the journal under systemd (or when asked), to stderr otherwise, tagged with
+/// `identifier`; the level from `$HOSTSET_LOG`, else `default`. True when they go to the
+/// journal.
+pub fn init_logging(identifier: &str, format: LogFormat, default: &str) -> bool {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOSTSET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let journald = match format {
+        LogFormat::Journald => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                registry
+                    .with(layer.with_syslog_identifier(identifier.to_string()))
+                    .init();
+                return true;
+            }
+            Err(e) => eprintln!("{identifier}: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    false
+}
 
 /// Send `state` (e.g. `READY=1`) to the service manager. Does nothing when
 /// not started by systemd with `Type=notify`; failures are only logged.
