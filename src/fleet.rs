@@ -99,11 +99,21 @@ pub struct NodeRecord {
 /// `now > probeTimestamp + gracePeriod`) and its report's `Ready` condition, if there is one,
 /// is not `False`.
 pub fn node_ready(rec: &NodeRecord, now: u64, grace: u64) -> bool {
-    heard_within(rec, now, grace) && !ready_condition_false(&rec.report)
+    ready_at(&rec.report, rec.last_seen, now, grace)
 }
 
-fn heard_within(rec: &NodeRecord, now: u64, grace: u64) -> bool {
-    now.saturating_sub(rec.last_seen) <= grace
+/// [`node_ready`] of a node last heard from at `last_seen` (which overrides the record's).
+pub fn node_ready_at(rec: &NodeRecord, last_seen: u64, now: u64, grace: u64) -> bool {
+    ready_at(&rec.report, last_seen, now, grace)
+}
+
+/// [`node_ready`] of a node whose last report is `report`, last heard from at `last_seen`.
+fn ready_at(report: &NodeReport, last_seen: u64, now: u64, grace: u64) -> bool {
+    heard_within(last_seen, now, grace) && !ready_condition_false(report)
+}
+
+fn heard_within(last_seen: u64, now: u64, grace: u64) -> bool {
+    now.saturating_sub(last_seen) <= grace
 }
 
 /// The report's `Ready` condition, when its status is `False`.
@@ -119,7 +129,11 @@ fn ready_condition_false(report: &NodeReport) -> bool {
 /// back from their `key=value:Effect` strings; a string that does not parse is dropped) and
 /// `unschedulable`.
 pub fn placement_node(rec: &NodeRecord) -> Node {
-    let info = &rec.report.node;
+    placement_node_of(&rec.report)
+}
+
+fn placement_node_of(report: &NodeReport) -> Node {
+    let info = &report.node;
     Node {
         name: info.name.clone(),
         labels: info.labels.clone(),
@@ -157,10 +171,16 @@ pub fn parse_taint(s: &str) -> Option<Taint> {
 /// `daemons` counts the node's daemonset reports whose daemon is ready (`ready`, or state
 /// `active/running` from agents that predate the `ready` field).
 pub fn node_view(rec: &NodeRecord, now: u64, grace: u64) -> NodeView {
+    node_view_at(rec, rec.last_seen, now, grace)
+}
+
+/// [`node_view`] of a node last heard from at `last_seen` (which overrides the record's).
+pub fn node_view_at(rec: &NodeRecord, last_seen: u64, now: u64, grace: u64) -> NodeView {
     let r = &rec.report;
+    let ready = ready_at(&rec.report, last_seen, now, grace);
     NodeView {
         name: r.node.name.clone(),
-        status: node_status(rec, now, grace).to_string(),
+        status: if ready { "Ready" } else { "NotReady" }.to_string(),
         labels: r.node.labels.clone(),
         taints: r.node.taints.clone(),
         unschedulable: r.node.unschedulable,
@@ -172,21 +192,15 @@ pub fn node_view(rec: &NodeRecord, now: u64, grace: u64) -> NodeView {
             .filter(|d| d.ready || d.state == "active/running")
             .count() as u64,
         first_seen: rec.first_seen,
-        last_seen: rec.last_seen,
-    }
-}
-
-fn node_status(rec: &NodeRecord, now: u64, grace: u64) -> &'static str {
-    if node_ready(rec, now, grace) {
-        "Ready"
-    } else {
-        "NotReady"
+        last_seen,
     }
 }
 
 /// One node's part in one daemonset, computed once and read by every view.
 struct Assessment<'a> {
     rec: &'a NodeRecord,
+    /// When the node was last heard from (the record's, or a newer heartbeat's).
+    last_seen: u64,
     node_ready: bool,
     verdict: Verdict,
     /// The node's report about this daemonset, if any.
@@ -228,8 +242,14 @@ fn available(ready: bool, started_at: Option<u64>, min_ready: u64, now: u64) -> 
     ready && (min_ready == 0 || started_at.is_some_and(|t| t.saturating_add(min_ready) <= now))
 }
 
-fn assess<'a>(spec: &SpecRecord, rec: &'a NodeRecord, now: u64, grace: u64) -> Assessment<'a> {
-    let node_ready = node_ready(rec, now, grace);
+fn assess<'a>(
+    spec: &SpecRecord,
+    rec: &'a NodeRecord,
+    last_seen: u64,
+    now: u64,
+    grace: u64,
+) -> Assessment<'a> {
+    let node_ready = ready_at(&rec.report, last_seen, now, grace);
     let verdict = placement::evaluate(&spec.ds, &placement_node(rec));
     let report = daemonset_report(rec, &spec.ds.name);
     let present = unit_present(report);
@@ -243,6 +263,7 @@ fn assess<'a>(spec: &SpecRecord, rec: &'a NodeRecord, now: u64, grace: u64) -> A
     let updated = present && report.is_some_and(|d| d.current_revision == spec.revision);
     Assessment {
         rec,
+        last_seen,
         node_ready,
         verdict,
         report,
@@ -256,13 +277,13 @@ fn assess<'a>(spec: &SpecRecord, rec: &'a NodeRecord, now: u64, grace: u64) -> A
 /// Every node's assessment, sorted by node name.
 fn assess_all<'a>(
     spec: &SpecRecord,
-    nodes: &'a [NodeRecord],
+    nodes: impl IntoIterator<Item = (&'a NodeRecord, u64)>,
     now: u64,
     grace: u64,
 ) -> Vec<Assessment<'a>> {
     let mut all: Vec<Assessment<'a>> = nodes
-        .iter()
-        .map(|rec| assess(spec, rec, now, grace))
+        .into_iter()
+        .map(|(rec, last_seen)| assess(spec, rec, last_seen, now, grace))
         .collect();
     all.sort_by(|a, b| a.name().cmp(b.name()));
     all
@@ -335,10 +356,10 @@ fn problem(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -> Strin
     if a.available && a.updated {
         return String::new();
     }
-    if !heard_within(a.rec, now, grace) {
+    if !heard_within(a.last_seen, now, grace) {
         return format!(
             "node is NotReady: its agent has not reported for {}s",
-            now.saturating_sub(a.rec.last_seen)
+            now.saturating_sub(a.last_seen)
         );
     }
     if !a.node_ready {
@@ -465,6 +486,22 @@ pub fn daemonset_detail(
     now: u64,
     grace: u64,
 ) -> DaemonSetDetail {
+    daemonset_detail_of(spec, records(nodes), now, grace)
+}
+
+/// Each record with its own `last_seen`.
+fn records(nodes: &[NodeRecord]) -> impl Iterator<Item = (&NodeRecord, u64)> {
+    nodes.iter().map(|n| (n, n.last_seen))
+}
+
+/// [`daemonset_detail`] over nodes given as `(record, last_seen)`, `last_seen` overriding the
+/// record's (a heartbeat moves it without a new record).
+pub fn daemonset_detail_of<'a>(
+    spec: &SpecRecord,
+    nodes: impl IntoIterator<Item = (&'a NodeRecord, u64)>,
+    now: u64,
+    grace: u64,
+) -> DaemonSetDetail {
     let all = assess_all(spec, nodes, now, grace);
     DaemonSetDetail {
         daemonset: view(spec, status(spec, &all)),
@@ -483,7 +520,7 @@ pub fn daemonset_view(
     now: u64,
     grace: u64,
 ) -> DaemonSetView {
-    let all = assess_all(spec, nodes, now, grace);
+    let all = assess_all(spec, records(nodes), now, grace);
     view(spec, status(spec, &all))
 }
 
@@ -495,6 +532,16 @@ pub fn daemonset_view(
 /// The port is `containerPort`: the daemon is a host process, so the port it listens on is
 /// the port clients reach.
 pub fn endpoints(spec: &SpecRecord, nodes: &[NodeRecord], now: u64, grace: u64) -> Vec<Endpoint> {
+    endpoints_of(spec, records(nodes), now, grace)
+}
+
+/// [`endpoints`] over nodes given as `(record, last_seen)` (see [`daemonset_detail_of`]).
+pub fn endpoints_of<'a>(
+    spec: &SpecRecord,
+    nodes: impl IntoIterator<Item = (&'a NodeRecord, u64)>,
+    now: u64,
+    grace: u64,
+) -> Vec<Endpoint> {
     let ports: Vec<EndpointPort> = spec
         .ds
         .template
@@ -515,6 +562,145 @@ pub fn endpoints(spec: &SpecRecord, nodes: &[NodeRecord], now: u64, grace: u64) 
             addresses: a.rec.report.node.addresses.clone(),
             ports: ports.clone(),
             ready: a.ready,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet-wide status at scale
+
+/// The time-independent part of one node's assessment against every daemonset in force: what
+/// placement says about the node and what its last report says about each daemon.
+///
+/// It changes only with the node's report or with the specs, so the coordinator computes it
+/// once per report (and again after the specs change) and [`daemonset_views`] sums it up at
+/// read time with the two things that move on their own: the node's `last_seen` and the
+/// clock. [`daemonset_view`] gives the same answer from scratch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    /// The caller's version of the specs these were computed against (in that order).
+    pub specs_version: u64,
+    ready_condition_false: bool,
+    daemonsets: Vec<DaemonSetFacts>,
+}
+
+/// One daemonset on one node; see [`assess`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DaemonSetFacts {
+    should_run: bool,
+    present: bool,
+    /// The report says the daemon is ready.
+    daemon_ready: bool,
+    updated: bool,
+    started_at: Option<u64>,
+    /// The generation the node's agent has seen (its term of `observedGeneration`).
+    generation: u64,
+}
+
+/// The [`NodeFacts`] of the node whose last report is `report`, against `specs` (the order of
+/// `specs` is the order [`daemonset_views`] must be given them in), tagged `specs_version`.
+pub fn node_facts<'a>(
+    specs: impl IntoIterator<Item = &'a SpecRecord>,
+    specs_version: u64,
+    report: &NodeReport,
+) -> NodeFacts {
+    node_facts_after(specs, specs_version, report, None)
+}
+
+/// [`node_facts`] of a node's new `report`, given the facts of its `previous` report: when
+/// those are of the same specs version and the node's name, labels, taints and
+/// `unschedulable` did not change (an agent's reports mostly carry new daemon states and
+/// metrics), placement's verdicts are taken from them instead of evaluated again.
+pub fn node_facts_after<'a>(
+    specs: impl IntoIterator<Item = &'a SpecRecord>,
+    specs_version: u64,
+    report: &NodeReport,
+    previous: Option<(&NodeReport, &NodeFacts)>,
+) -> NodeFacts {
+    let reusable = previous
+        .filter(|(prev, facts)| {
+            facts.specs_version == specs_version && same_placement_inputs(prev, report)
+        })
+        .map(|(_, facts)| facts);
+    let node = reusable.is_none().then(|| placement_node_of(report));
+    let daemonsets = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let should_run = match (reusable, &node) {
+                (Some(facts), _) => facts.daemonsets.get(i).is_some_and(|f| f.should_run),
+                (None, Some(node)) => placement::evaluate(&spec.ds, node).should_run,
+                (None, None) => unreachable!("a node when the facts are not reused"),
+            };
+            let d = report.daemonsets.iter().find(|d| d.name == spec.ds.name);
+            let present = unit_present(d);
+            DaemonSetFacts {
+                should_run,
+                present,
+                daemon_ready: d.is_some_and(|d| d.ready),
+                updated: present && d.is_some_and(|d| d.current_revision == spec.revision),
+                started_at: d.and_then(|d| d.started_at),
+                generation: d.map_or(0, |d| generation_of(spec, &d.desired_revision)),
+            }
+        })
+        .collect();
+    NodeFacts {
+        specs_version,
+        ready_condition_false: ready_condition_false(report),
+        daemonsets,
+    }
+}
+
+/// Whether placement sees the same node in both reports.
+fn same_placement_inputs(a: &NodeReport, b: &NodeReport) -> bool {
+    let (a, b) = (&a.node, &b.node);
+    a.name == b.name
+        && a.unschedulable == b.unschedulable
+        && a.taints == b.taints
+        && a.labels == b.labels
+}
+
+/// `GET /v1/daemonsets` from precomputed facts: one view per spec of `specs` (in the order the
+/// facts were computed for), each node given as its facts and when it was last heard from.
+/// The same views as [`daemonset_view`] for each spec, in time linear in nodes × daemonsets
+/// with no allocation per node.
+pub fn daemonset_views<'a>(
+    specs: &[&SpecRecord],
+    nodes: impl IntoIterator<Item = (&'a NodeFacts, u64)>,
+    now: u64,
+    grace: u64,
+) -> Vec<DaemonSetView> {
+    let mut statuses = vec![DaemonSetStatus::default(); specs.len()];
+    let mut observed: Vec<Option<u64>> = vec![None; specs.len()];
+    let min_ready: Vec<u64> = specs.iter().map(|s| min_ready_seconds(&s.ds)).collect();
+    for (facts, last_seen) in nodes {
+        let node_ready = heard_within(last_seen, now, grace) && !facts.ready_condition_false;
+        for (i, f) in facts.daemonsets.iter().enumerate().take(specs.len()) {
+            let s = &mut statuses[i];
+            let ready = f.present && node_ready && f.daemon_ready;
+            if f.should_run {
+                s.desired_number_scheduled += 1;
+                s.current_number_scheduled += u64::from(f.present);
+                s.number_ready += u64::from(ready);
+                s.number_available += u64::from(available(ready, f.started_at, min_ready[i], now));
+                s.updated_number_scheduled += u64::from(f.updated);
+            } else if f.present {
+                s.number_misscheduled += 1;
+            }
+            if node_ready {
+                let o = &mut observed[i];
+                *o = Some(o.map_or(f.generation, |g| g.min(f.generation)));
+            }
+        }
+    }
+    specs
+        .iter()
+        .zip(statuses)
+        .zip(observed)
+        .map(|((spec, mut s), observed)| {
+            s.number_unavailable = s.desired_number_scheduled - s.number_available;
+            s.observed_generation = observed.unwrap_or(spec.generation);
+            view(spec, s)
         })
         .collect()
 }
@@ -571,4 +757,161 @@ pub fn node_selector_string(ns: &Labels) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Condition, NodeInfo};
+
+    fn spec(text: &str, generation: u64, history: Vec<(u64, String)>) -> SpecRecord {
+        let loaded = crate::spec::parse_daemonsets("t.toml", text, crate::spec::Format::Toml);
+        let (mut items, _) = loaded.into_result().expect("valid spec");
+        let ds = items.remove(0);
+        let revision = crate::unit::revision(&ds.template);
+        SpecRecord {
+            ds,
+            file: "t.toml".into(),
+            revision,
+            generation,
+            created_at: 0,
+            history,
+        }
+    }
+
+    /// Nodes with every combination the status looks at: placement, presence, readiness,
+    /// revisions, start times, Ready conditions and silence.
+    fn node(i: usize, specs: &[SpecRecord], now: u64) -> NodeRecord {
+        let mut labels = Labels::new();
+        labels.insert("zone".into(), format!("z{}", i % 3));
+        if i % 2 == 0 {
+            labels.insert("disk".into(), "ssd".into());
+        }
+        let taints = if i % 7 == 3 {
+            vec!["dedicated=x:NoSchedule".to_string()]
+        } else {
+            Vec::new()
+        };
+        let daemonsets = specs
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| (i + d) % 5 != 4)
+            .map(|(d, s)| DaemonSetReport {
+                name: s.ds.name.clone(),
+                file: String::new(),
+                held: false,
+                should_run: true,
+                should_continue_running: true,
+                reasons: Vec::new(),
+                unit: if (i + d) % 6 == 5 {
+                    String::new()
+                } else {
+                    crate::unit::unit_name(&s.ds.name)
+                },
+                state: if (i + d) % 4 == 3 {
+                    "absent".into()
+                } else {
+                    "active/running".into()
+                },
+                current_revision: if (i + d) % 3 == 0 {
+                    "old".into()
+                } else {
+                    s.revision.clone()
+                },
+                desired_revision: match (i + d) % 4 {
+                    0 => "old".into(),
+                    1 => String::new(),
+                    _ => s.revision.clone(),
+                },
+                evict_in_seconds: None,
+                last_error: String::new(),
+                ready: (i + d) % 9 != 0,
+                restarts: 0,
+                main_pid: 0,
+                started_at: ((i + d) % 8 != 0).then(|| now - (i as u64 % 50)),
+                memory_bytes: None,
+                cpu_nanoseconds: None,
+            })
+            .collect();
+        let condition = match i % 11 {
+            0 => vec![Condition {
+                kind: "Ready".into(),
+                status: "False".into(),
+                reason: String::new(),
+                message: String::new(),
+            }],
+            _ => Vec::new(),
+        };
+        NodeRecord {
+            report: NodeReport {
+                agent_version: String::new(),
+                agent_instance: String::new(),
+                sequence: 1,
+                generated_at: now,
+                node: NodeInfo {
+                    name: format!("n{i:03}"),
+                    labels,
+                    taints,
+                    unschedulable: false,
+                    addresses: Vec::new(),
+                    conditions: condition,
+                },
+                daemonsets,
+                diagnostics: Vec::new(),
+                errors: Vec::new(),
+            },
+            first_seen: 0,
+            last_seen: now - (i as u64 * 3) % 60,
+        }
+    }
+
+    #[test]
+    fn views_from_facts_equal_views_from_scratch() {
+        let now = 1_000_000;
+        let specs = vec![
+            spec(
+                "name = \"all\"\nselector.matchLabels = { a = \"b\" }\n\
+                 template.labels = { a = \"b\" }\ncommand = [\"/x\"]\n",
+                1,
+                Vec::new(),
+            ),
+            spec(
+                "name = \"ssd\"\nselector.matchLabels = { a = \"c\" }\n\
+                 template.labels = { a = \"c\" }\ncommand = [\"/x\"]\n\
+                 nodeSelector = { disk = \"ssd\" }\nminReadySeconds = 20\n",
+                3,
+                vec![(2, "old".into())],
+            ),
+            spec(
+                "name = \"z1\"\nselector.matchLabels = { a = \"d\" }\n\
+                 template.labels = { a = \"d\" }\ncommand = [\"/x\"]\n\
+                 [[nodeSelectorTerms]]\nmatchExpressions = [{ key = \"zone\", \
+                 operator = \"NotIn\", values = [\"z1\"] }]\n\
+                 [[tolerations]]\nkey = \"dedicated\"\noperator = \"Exists\"\n",
+                2,
+                vec![(1, "old".into())],
+            ),
+        ];
+        let refs: Vec<&SpecRecord> = specs.iter().collect();
+        for n in [0, 1, 5, 60] {
+            let nodes: Vec<NodeRecord> = (0..n).map(|i| node(i, &specs, now)).collect();
+            let facts: Vec<NodeFacts> = nodes
+                .iter()
+                .map(|r| node_facts(refs.iter().copied(), 7, &r.report))
+                .collect();
+            for grace in [0, 10, 40] {
+                let fast = daemonset_views(
+                    &refs,
+                    facts.iter().zip(nodes.iter().map(|r| r.last_seen)),
+                    now,
+                    grace,
+                );
+                let slow: Vec<DaemonSetView> = specs
+                    .iter()
+                    .map(|s| daemonset_view(s, &nodes, now, grace))
+                    .collect();
+                assert_eq!(fast, slow, "{n} nodes, grace {grace}");
+            }
+        }
+    }
 }

@@ -9,6 +9,17 @@
 //!   and the node file, systemd's signals, and the planner's own deadlines
 //!   (evictions, backoff) wake the loop. The only periodic work is sampling
 //!   memory and disk for pressure conditions, and the watchdog ping.
+//! - A complete file is acted on at once; a file in the middle of being written is
+//!   waited for ([`FileDebounce`]). A file renamed into place (`IN_MOVED_TO`: what
+//!   editors, package managers and config management do), closed after writing
+//!   (`IN_CLOSE_WRITE`) or chmod/chown-ed is complete: the files are re-read right
+//!   away. While any relevant file is being written (created or modified, not yet
+//!   closed), or was removed or renamed away and has not come back (an editor that
+//!   renames the old version aside before writing the new one), or an event names
+//!   nothing the agent can follow (the directory itself, an inotify overflow), the
+//!   re-read waits for [`FILE_DEBOUNCE`] of quiet, at most [`FILE_DEBOUNCE_MAX`]
+//!   after the first event, as before. Reads (`IN_OPEN`, `IN_CLOSE_NOWRITE`, the
+//!   agent's own included) are not changes and wake nothing.
 //! - A failing systemd call is retried with per-daemonset exponential backoff
 //!   (1 s doubling to 30 s) and reported; it never blocks the other daemonsets.
 //! - On SIGTERM the agent stops reconciling and exits; the daemons keep running
@@ -24,6 +35,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -43,11 +56,15 @@ use super::report::{self, Reporter};
 use crate::service as sdnotify;
 use crate::source::SpecDir;
 
-/// Quiet time after a file event before the directory is re-read: editors
-/// write temp files and rename, package managers write in several steps.
+/// Quiet time after a file event before the directory is re-read, while a
+/// relevant file is being written or was removed (see [`FileDebounce`]):
+/// editors write temp files and rename, package managers write in several steps.
 const FILE_DEBOUNCE: Duration = crate::source::RECOMMENDED_DEBOUNCE;
 /// Upper bound on how long a stream of file events can postpone a pass.
 const FILE_DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+/// File events the loop has not taken yet before the watcher falls back to
+/// "something changed, wait for quiet" ([`FileChange::Unknown`]).
+const FILE_CHANNEL_CAPACITY: usize = 1024;
 /// Coalescing of systemd signals (a unit start sends several).
 const UNIT_DEBOUNCE: Duration = Duration::from_millis(20);
 /// How often memory and disk are sampled for pressure conditions.
@@ -728,7 +745,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// What woke the loop.
 enum Wake {
-    Files,
+    Files(FileChange),
     Systemd(Event),
     Timer,
     Conditions,
@@ -776,8 +793,14 @@ pub async fn run_with_reporter<S: Systemd>(
         }
     };
     let mut events = agent.systemd.events().await?;
-    let (file_tx, mut file_rx) = mpsc::channel::<()>(64);
-    let mut watcher = watch_files(&agent.config.spec_dir, &agent.config.node_file, file_tx)?;
+    let (file_tx, mut file_rx) = mpsc::channel::<FileChange>(FILE_CHANNEL_CAPACITY);
+    let file_overflow = Arc::new(AtomicBool::new(false));
+    let mut watcher = watch_files(
+        &agent.config.spec_dir,
+        &agent.config.node_file,
+        file_tx,
+        file_overflow.clone(),
+    )?;
     let mut spec_dir_watched = agent.config.spec_dir.is_dir();
 
     agent.sample_conditions();
@@ -798,10 +821,11 @@ pub async fn run_with_reporter<S: Systemd>(
     watchdog_tick.tick().await;
     tokio::pin!(shutdown);
 
-    // Pending work, and when it is due: re-reading the files (debounced), and a
-    // pass (after systemd events and condition changes, or the planner's deadline).
+    // Pending work, and when it is due: re-reading the files (at once, or after
+    // quiet while a file is being written), and a pass (after systemd events and
+    // condition changes, or the planner's deadline).
+    let mut files = FileDebounce::default();
     let mut files_due: Option<Instant> = None;
-    let mut first_file_event: Option<Instant> = None;
     let mut pass_due: Option<Instant> = None;
     let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -817,7 +841,7 @@ pub async fn run_with_reporter<S: Systemd>(
         };
         let wake = tokio::select! {
             _ = &mut shutdown => Wake::Shutdown,
-            Some(()) = file_rx.recv() => Wake::Files,
+            Some(change) = file_rx.recv() => Wake::Files(change),
             Some(ev) = events.recv() => Wake::Systemd(ev),
             _ = sleep => Wake::Timer,
             _ = conditions_tick.tick() => Wake::Conditions,
@@ -831,16 +855,22 @@ pub async fn run_with_reporter<S: Systemd>(
                 info!("stopping; the daemons keep running");
                 return Ok(());
             }
-            Wake::Files => {
+            Wake::Files(change) => {
                 if !spec_dir_watched && agent.config.spec_dir.is_dir() {
                     use notify::Watcher;
                     spec_dir_watched = watcher
                         .watch(&agent.config.spec_dir, notify::RecursiveMode::NonRecursive)
                         .is_ok();
                 }
-                let first = *first_file_event.get_or_insert(now);
-                // Debounce: wait for quiet, but not forever.
-                files_due = Some((now + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX));
+                // Everything that arrived together is one batch (a burst of renames).
+                files.note(change, now);
+                while let Ok(change) = file_rx.try_recv() {
+                    files.note(change, now);
+                }
+                if file_overflow.swap(false, Ordering::AcqRel) {
+                    files.note(FileChange::Unknown, now);
+                }
+                files_due = files.due();
             }
             Wake::Systemd(ev) => {
                 debug!(event = ?ev, "systemd");
@@ -861,8 +891,8 @@ pub async fn run_with_reporter<S: Systemd>(
                 if files_due.is_some_and(|t| t <= now) {
                     agent.reload_node();
                     agent.reload_specs();
+                    files = FileDebounce::default();
                     files_due = None;
-                    first_file_event = None;
                     due = true;
                 }
                 if due {
@@ -875,26 +905,39 @@ pub async fn run_with_reporter<S: Systemd>(
 }
 
 /// Watch the spec directory and the node file's directory; every relevant
-/// change sends a unit message (the pass re-reads everything anyway).
+/// change is sent, classified ([`classify`]), to the loop. When the channel is
+/// full, `overflow` is set instead and the loop falls back to waiting for quiet.
 fn watch_files(
     spec_dir: &Path,
     node_file: &Path,
-    tx: mpsc::Sender<()>,
+    tx: mpsc::Sender<FileChange>,
+    overflow: Arc<AtomicBool>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let node_file = node_file.to_path_buf();
     let node_name = node_file.file_name().map(|n| n.to_os_string());
     let spec_dir_owned = spec_dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        let relevant = ev.paths.iter().any(|p| {
-            (p.parent() == Some(spec_dir_owned.as_path()) && crate::source::is_relevant(p))
-                || (node_name.is_some() && p.file_name() == node_name.as_deref())
-                || p == &spec_dir_owned
-        });
-        if relevant {
-            // A full channel already holds a wake-up.
-            let _ = tx.try_send(());
+        let changes = match res {
+            Ok(ev) => classify(&ev, |p| {
+                if p == spec_dir_owned {
+                    Relevance::Directory
+                } else if (p.parent() == Some(spec_dir_owned.as_path())
+                    && crate::source::is_relevant(p))
+                    || (node_name.is_some() && p.file_name() == node_name.as_deref())
+                {
+                    Relevance::File
+                } else {
+                    Relevance::None
+                }
+            }),
+            // The watcher lost track (e.g. it could not read its events): re-read after quiet.
+            Err(_) => vec![FileChange::Unknown],
+        };
+        for change in changes {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(change) {
+                overflow.store(true, Ordering::Release);
+            }
         }
     })?;
     if spec_dir.is_dir() {
@@ -917,4 +960,323 @@ fn watch_files(
         watcher.watch(&p, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
+}
+
+/// What one file event says about a file the agent reads (the spec files, the node file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileChange {
+    /// Its new content is complete: renamed into place (`IN_MOVED_TO`) or closed
+    /// after writing (`IN_CLOSE_WRITE`).
+    Complete(PathBuf),
+    /// Its owner or mode changed (`IN_ATTRIB`): complete, unless it is being written.
+    Metadata(PathBuf),
+    /// Being written (`IN_CREATE`, `IN_MODIFY`): more may follow.
+    Writing(PathBuf),
+    /// Removed or renamed away (`IN_DELETE`, `IN_MOVED_FROM`): perhaps only for a
+    /// moment, as when an editor renames the old version aside and writes a new one.
+    Removed(PathBuf),
+    /// Something that names no file: the directory itself, an inotify queue overflow.
+    Unknown,
+}
+
+/// What a path of an event is to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relevance {
+    /// A spec file or the node file.
+    File,
+    /// The spec directory itself.
+    Directory,
+    /// Anything else (hidden and temporary files, other extensions).
+    None,
+}
+
+/// The changes one notify event stands for. Reads (`IN_OPEN`, `IN_CLOSE_NOWRITE`)
+/// change nothing, and the agent's own reads must not wake it.
+fn classify(ev: &notify::Event, relevance: impl Fn(&Path) -> Relevance) -> Vec<FileChange> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    if ev.need_rescan() {
+        return vec![FileChange::Unknown];
+    }
+    let of = |p: &PathBuf, f: fn(PathBuf) -> FileChange| match relevance(p) {
+        Relevance::File => Some(f(p.clone())),
+        Relevance::Directory => Some(FileChange::Unknown),
+        Relevance::None => None,
+    };
+    let each = |f: fn(PathBuf) -> FileChange| ev.paths.iter().filter_map(|p| of(p, f)).collect();
+    match &ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => each(FileChange::Complete),
+        EventKind::Access(_) => Vec::new(),
+        // notify reports a rename within the directory three times: From, To, and
+        // Both with [from, to].
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) if ev.paths.len() == 2 => [
+            of(&ev.paths[0], FileChange::Removed),
+            of(&ev.paths[1], FileChange::Complete),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => each(FileChange::Complete),
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => each(FileChange::Removed),
+        EventKind::Modify(ModifyKind::Metadata(_)) => each(FileChange::Metadata),
+        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => each(FileChange::Writing),
+        EventKind::Remove(_) => each(FileChange::Removed),
+        // Any other rename, modification or event: not followed, re-read after quiet.
+        _ => {
+            let touched = ev.paths.iter().any(|p| relevance(p) != Relevance::None);
+            if touched {
+                vec![FileChange::Unknown]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// When to re-read the files after changes: at once when every file that changed is
+/// complete; after [`FILE_DEBOUNCE`] of quiet (at most [`FILE_DEBOUNCE_MAX`] after the
+/// first change) while a file is being written, was removed and has not come back, or a
+/// change could not be attributed. Reset after every re-read.
+#[derive(Debug, Default)]
+struct FileDebounce {
+    /// Files created or modified and not yet closed or renamed into place.
+    writing: HashSet<PathBuf>,
+    /// Files removed or renamed away, not back since.
+    removed: HashSet<PathBuf>,
+    /// A change that names no file.
+    unknown: bool,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl FileDebounce {
+    fn note(&mut self, change: FileChange, now: Instant) {
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        match change {
+            FileChange::Complete(p) => {
+                self.writing.remove(&p);
+                self.removed.remove(&p);
+            }
+            // A chmod in the middle of a write changes nothing about the write.
+            FileChange::Metadata(_) => {}
+            FileChange::Writing(p) => {
+                self.removed.remove(&p);
+                self.writing.insert(p);
+            }
+            FileChange::Removed(p) => {
+                self.writing.remove(&p);
+                self.removed.insert(p);
+            }
+            FileChange::Unknown => self.unknown = true,
+        }
+    }
+
+    /// When the files are to be re-read; `None` when nothing changed.
+    fn due(&self) -> Option<Instant> {
+        let (first, last) = (self.first?, self.last?);
+        if self.writing.is_empty() && self.removed.is_empty() && !self.unknown {
+            Some(last)
+        } else {
+            Some((last + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::EventKind;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
+
+    const DIR: &str = "/etc/hostset/daemonsets.d";
+
+    fn relevance(p: &Path) -> Relevance {
+        if p == Path::new(DIR) {
+            Relevance::Directory
+        } else if p.parent() == Some(Path::new(DIR)) && crate::source::is_relevant(p) {
+            Relevance::File
+        } else {
+            Relevance::None
+        }
+    }
+
+    fn event(kind: EventKind, names: &[&str]) -> notify::Event {
+        names.iter().fold(notify::Event::new(kind), |ev, n| {
+            ev.add_path(if n.is_empty() {
+                PathBuf::from(DIR)
+            } else {
+                Path::new(DIR).join(n)
+            })
+        })
+    }
+
+    fn changes(kind: EventKind, names: &[&str]) -> Vec<FileChange> {
+        classify(&event(kind, names), relevance)
+    }
+
+    fn path(name: &str) -> PathBuf {
+        Path::new(DIR).join(name)
+    }
+
+    /// The events of a sequence, noted at `t0`, and when the re-read is then due.
+    fn due_after(events: &[(EventKind, &[&str])]) -> (Instant, Option<Instant>) {
+        let t0 = Instant::now();
+        let mut d = FileDebounce::default();
+        for (kind, names) in events {
+            for c in changes(*kind, names) {
+                d.note(c, t0);
+            }
+        }
+        (t0, d.due())
+    }
+
+    const RENAME_TO: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+    const RENAME_FROM: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+    const RENAME_BOTH: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+    const CREATE: EventKind = EventKind::Create(CreateKind::File);
+    const MODIFY: EventKind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+    const CLOSE_WRITE: EventKind = EventKind::Access(AccessKind::Close(AccessMode::Write));
+    const CLOSE_READ: EventKind = EventKind::Access(AccessKind::Close(AccessMode::Read));
+    const OPEN: EventKind = EventKind::Access(AccessKind::Open(AccessMode::Any));
+    const ATTRIB: EventKind = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+    const DELETE: EventKind = EventKind::Remove(RemoveKind::File);
+
+    #[test]
+    fn events_are_classified_by_what_they_say_about_the_content() {
+        assert_eq!(
+            changes(RENAME_TO, &["a.toml"]),
+            [FileChange::Complete(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(RENAME_BOTH, &[".a.toml.tmp", "a.toml"]),
+            [FileChange::Complete(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(RENAME_BOTH, &["a.toml", "a.toml~"]),
+            [FileChange::Removed(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(CLOSE_WRITE, &["a.toml"]),
+            [FileChange::Complete(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(CREATE, &["a.toml"]),
+            [FileChange::Writing(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(MODIFY, &["a.toml"]),
+            [FileChange::Writing(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(ATTRIB, &["a.toml"]),
+            [FileChange::Metadata(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(DELETE, &["a.toml"]),
+            [FileChange::Removed(path("a.toml"))]
+        );
+        assert_eq!(
+            changes(RENAME_FROM, &["a.toml"]),
+            [FileChange::Removed(path("a.toml"))]
+        );
+        // Reads are not changes: the agent's own reads must not wake it.
+        assert!(changes(OPEN, &["a.toml"]).is_empty());
+        assert!(changes(CLOSE_READ, &["a.toml"]).is_empty());
+        // Files the agent ignores, and the directory itself.
+        assert!(changes(CREATE, &[".a.toml.tmp"]).is_empty());
+        assert!(changes(CLOSE_WRITE, &["notes.txt"]).is_empty());
+        assert_eq!(changes(ATTRIB, &[""]), [FileChange::Unknown]);
+        assert_eq!(
+            classify(
+                &notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan),
+                relevance
+            ),
+            [FileChange::Unknown]
+        );
+    }
+
+    #[test]
+    fn a_complete_file_is_read_at_once() {
+        // Written aside and renamed into place (the documented way, and what the
+        // hostset CLI, package managers and config management do).
+        let (t0, due) = due_after(&[
+            (CREATE, &[".a.toml.tmp"]),
+            (MODIFY, &[".a.toml.tmp"]),
+            (CLOSE_WRITE, &[".a.toml.tmp"]),
+            (RENAME_FROM, &[".a.toml.tmp"]),
+            (RENAME_TO, &["a.toml"]),
+            (RENAME_BOTH, &[".a.toml.tmp", "a.toml"]),
+        ]);
+        assert_eq!(due, Some(t0));
+        // Written in place and closed (cp, nano).
+        let (t0, due) = due_after(&[
+            (CREATE, &["a.toml"]),
+            (MODIFY, &["a.toml"]),
+            (CLOSE_WRITE, &["a.toml"]),
+            (ATTRIB, &["a.toml"]),
+        ]);
+        assert_eq!(due, Some(t0));
+        // vim: the old version renamed aside, the new one written and closed.
+        let (t0, due) = due_after(&[
+            (RENAME_FROM, &["a.toml"]),
+            (RENAME_TO, &["a.toml~"]),
+            (RENAME_BOTH, &["a.toml", "a.toml~"]),
+            (CREATE, &["a.toml"]),
+            (MODIFY, &["a.toml"]),
+            (CLOSE_WRITE, &["a.toml"]),
+            (DELETE, &["a.toml~"]),
+        ]);
+        assert_eq!(due, Some(t0));
+        // A chown or chmod.
+        let (t0, due) = due_after(&[(ATTRIB, &["a.toml"])]);
+        assert_eq!(due, Some(t0));
+        // Nothing relevant: nothing due.
+        assert_eq!(
+            due_after(&[(OPEN, &["a.toml"]), (CREATE, &["x.tmp"])]).1,
+            None
+        );
+    }
+
+    #[test]
+    fn a_file_being_written_or_gone_waits_for_quiet() {
+        let quiet = |t0: Instant| Some(t0 + FILE_DEBOUNCE);
+        // Written, not closed yet: whatever else is complete meanwhile.
+        let (t0, due) = due_after(&[
+            (CREATE, &["a.toml"]),
+            (MODIFY, &["a.toml"]),
+            (RENAME_TO, &["b.toml"]),
+            (ATTRIB, &["a.toml"]),
+        ]);
+        assert_eq!(due, quiet(t0));
+        // Removed (perhaps an editor about to write the new version).
+        let (t0, due) = due_after(&[(DELETE, &["a.toml"])]);
+        assert_eq!(due, quiet(t0));
+        let (t0, due) = due_after(&[(RENAME_FROM, &["a.toml"]), (RENAME_TO, &["b.toml"])]);
+        assert_eq!(due, quiet(t0));
+        // Created and deleted again.
+        let (t0, due) = due_after(&[(CREATE, &["a.toml"]), (DELETE, &["a.toml"])]);
+        assert_eq!(due, quiet(t0));
+        // The directory itself.
+        let (t0, due) = due_after(&[(ATTRIB, &[""]), (RENAME_TO, &["a.toml"])]);
+        assert_eq!(due, quiet(t0));
+    }
+
+    #[test]
+    fn quiet_is_waited_for_at_most_the_maximum() {
+        let t0 = Instant::now();
+        let mut d = FileDebounce::default();
+        let mut t = t0;
+        while t < t0 + FILE_DEBOUNCE_MAX * 2 {
+            d.note(FileChange::Writing(path("a.toml")), t);
+            t += Duration::from_millis(50);
+        }
+        assert_eq!(d.due(), Some(t0 + FILE_DEBOUNCE_MAX));
+        // The writer closes the file: at once.
+        d.note(FileChange::Complete(path("a.toml")), t);
+        assert_eq!(d.due(), Some(t));
+    }
 }

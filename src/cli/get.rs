@@ -218,6 +218,19 @@ pub(super) fn labels_of(n: &NodeView) -> Vec<String> {
     n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Prefixes of the labels every agent sets by itself (`kubernetes.io/hostname`,
+/// `hostset.io/os-id`, ...): the table leaves them out so that the operator's own labels
+/// stay readable; `-o wide`, `json` and `describe` show them all.
+const AUTOMATIC_LABEL_PREFIXES: [&str; 2] = ["kubernetes.io/", "hostset.io/"];
+
+fn own_labels_of(n: &NodeView) -> Vec<String> {
+    n.labels
+        .iter()
+        .filter(|(k, _)| !AUTOMATIC_LABEL_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
 pub(super) fn node_rows(views: &[NodeView], wide: bool, now: u64) -> Vec<Vec<String>> {
     let mut header = ["NAME", "STATUS", "DAEMONS", "LABELS", "AGE", "LAST-SEEN"]
         .map(String::from)
@@ -231,7 +244,7 @@ pub(super) fn node_rows(views: &[NodeView], wide: bool, now: u64) -> Vec<Vec<Str
             n.name.clone(),
             node_status(n),
             n.daemons.to_string(),
-            joined(&labels_of(n)),
+            joined(&if wide { labels_of(n) } else { own_labels_of(n) }),
             age(n.first_seen, now),
             age(n.last_seen, now),
         ];

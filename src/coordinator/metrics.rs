@@ -24,7 +24,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::api::DaemonSetStatus;
+use crate::api::{DaemonSetStatus, DaemonSetView};
 use crate::fleet::{self, NodeRecord, SpecRecord};
 
 /// Why a request was refused: the `reason` label of
@@ -110,12 +110,37 @@ pub fn render(
     grace: u64,
     counters: &Counters,
 ) -> String {
-    let statuses: Vec<(&str, u64, DaemonSetStatus)> = specs
+    let views: Vec<DaemonSetView> = specs
         .iter()
-        .map(|s| {
-            let view = fleet::daemonset_view(s, nodes, now, grace);
-            (s.ds.name.as_str(), view.generation, view.status)
+        .map(|s| fleet::daemonset_view(s, nodes, now, grace))
+        .collect();
+    let nodes: Vec<NodeSample<'_>> = nodes
+        .iter()
+        .map(|n| NodeSample {
+            name: &n.report.node.name,
+            ready: fleet::node_ready(n, now, grace),
+            last_seen: n.last_seen,
         })
+        .collect();
+    render_views(&views, &nodes, counters)
+}
+
+/// What the page says about one node.
+pub struct NodeSample<'a> {
+    pub name: &'a str,
+    pub ready: bool,
+    pub last_seen: u64,
+}
+
+/// [`render`] from the daemonsets' views (as `GET /v1/daemonsets` has them) and the nodes.
+pub fn render_views(
+    views: &[DaemonSetView],
+    nodes: &[NodeSample<'_>],
+    counters: &Counters,
+) -> String {
+    let statuses: Vec<(&str, u64, DaemonSetStatus)> = views
+        .iter()
+        .map(|v| (v.name.as_str(), v.generation, v.status))
         .collect();
     let mut out = String::new();
     type Field = fn(u64, &DaemonSetStatus) -> u64;
@@ -183,24 +208,23 @@ pub fn render(
         }
     }
 
-    type NodeValue = fn(&NodeRecord, u64, u64) -> u64;
+    type NodeValue = fn(&NodeSample<'_>) -> u64;
     let node_gauges: [(&str, &str, NodeValue); 2] = [
         (
             "hostset_node_status_ready",
             "Whether the node is Ready: its agent reported within the grace period (1) or not (0).",
-            |n, now, grace| u64::from(fleet::node_ready(n, now, grace)),
+            |n| u64::from(n.ready),
         ),
         (
             "hostset_node_last_seen_timestamp_seconds",
             "When the node's agent last reported or sent a heartbeat, in seconds since the epoch.",
-            |n, _, _| n.last_seen,
+            |n| n.last_seen,
         ),
     ];
     for (name, help, value) in node_gauges {
         family(&mut out, name, help, "gauge");
         for n in nodes {
-            let node = n.report.node.name.as_str();
-            sample(&mut out, name, &[("node", node)], value(n, now, grace));
+            sample(&mut out, name, &[("node", n.name)], value(n));
         }
     }
 

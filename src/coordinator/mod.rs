@@ -35,7 +35,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use server::{AppState, Clock, router, serve, serve_tls, system_clock, tls_config};
+pub use server::{
+    AppState, Clock, router, serve, serve_threads, serve_tls, serve_tls_threads, system_clock,
+    tls_config,
+};
 pub use state::OpenError;
 
 /// Entry point of `hostset-coordinator`.
@@ -93,7 +96,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         client_certificates = config.client_ca_file.is_some(),
         state_dir = %config.state_dir.display(),
         spec_dir = %config.spec_dir.display(),
-        nodes = state.nodes().len(),
+        nodes = state.node_count(),
         daemonsets = state.specs().len(),
         "serving on {}{}",
         config.listen,
@@ -110,9 +113,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         crate::service::notify("STOPPING=1");
         tracing::info!("stopping");
     };
+    // One serving thread per CPU the process may use (each a single-threaded runtime).
+    let threads = std::env::var("HOSTSET_TMP_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match tls {
-        Some(tls) => serve_tls(listener, state, tls, shutdown).await,
-        None => serve(listener, state, shutdown).await,
+        Some(tls) => serve_tls_threads(listener, state, tls, shutdown, threads).await,
+        None => serve_threads(listener, state, shutdown, threads).await,
     }
 }
 

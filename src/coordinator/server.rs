@@ -99,11 +99,39 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    serve_threads(listener, state, shutdown, 1).await
+}
+
+/// [`serve`] on `threads` threads: this task's, and `threads - 1` more, each with a
+/// single-threaded runtime of its own accepting from the same socket (the kernel hands each
+/// new connection to one of them). The background work runs here.
+pub async fn serve_threads(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let until_stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let mut listener = listener;
+    let mut others = Vec::new();
+    if threads > 1 {
+        let std_listener = listener.into_std()?;
+        for i in 1..threads {
+            let (l, state, stop) = (std_listener.try_clone()?, state.clone(), stop_rx.clone());
+            others.push(server_thread(i, move || async move {
+                let listener = tokio::net::TcpListener::from_std(l)?;
+                axum::serve(listener, router(state))
+                    .with_graceful_shutdown(until_stopped(stop))
+                    .await
+            })?);
+        }
+        listener = tokio::net::TcpListener::from_std(std_listener)?;
+    }
     let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
+        .with_graceful_shutdown(until_stopped(stop_rx))
         .into_future();
     supervise(
         state,
@@ -112,6 +140,7 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         },
         shutdown,
+        others,
     )
     .await
 }
@@ -123,20 +152,73 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_tls_threads(listener, state, tls, shutdown, 1).await
+}
+
+/// [`serve_tls`] on `threads` threads, as [`serve_threads`].
+pub async fn serve_tls_threads(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let std_listener = listener.into_std()?;
+    let mut handles = Vec::new();
+    let mut others = Vec::new();
+    for i in 1..threads.max(1) {
+        let handle = axum_server::Handle::new();
+        handles.push(handle.clone());
+        let (l, state, tls) = (std_listener.try_clone()?, state.clone(), tls.clone());
+        others.push(server_thread(i, move || {
+            axum_server::from_tcp_rustls(l, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+                .handle(handle)
+                .serve(router(state).into_make_service())
+        })?);
+    }
     let handle = axum_server::Handle::new();
+    handles.push(handle.clone());
     let server = axum_server::from_tcp_rustls(
-        listener.into_std()?,
+        std_listener,
         axum_server::tls_rustls::RustlsConfig::from_config(tls),
     )
-    .handle(handle.clone())
+    .handle(handle)
     .serve(router(state.clone()).into_make_service());
     supervise(
         state,
         server,
-        move || handle.graceful_shutdown(Some(SHUTDOWN_GRACE)),
+        move || {
+            for h in handles {
+                h.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            }
+        },
         shutdown,
+        others,
     )
     .await
+}
+
+/// Run the server `make` makes on a thread of its own, in a single-threaded runtime; the
+/// receiver gets its result.
+fn server_thread<F, Fut>(
+    i: usize,
+    make: F,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("hostset-http-{i}"))
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| runtime.block_on(make()));
+            let _ = tx.send(result);
+        })?;
+    Ok(rx)
 }
 
 /// Run `server` and the background work until `shutdown`; then `stop` the server, give it
@@ -146,14 +228,18 @@ async fn supervise(
     server: impl Future<Output = std::io::Result<()>>,
     stop: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
+    others: Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
 ) -> anyhow::Result<()> {
     let (bg_stop, bg_stopped) = watch::channel(false);
     let background = tokio::spawn(background(state.clone(), bg_stopped));
     let mut server = std::pin::pin!(server);
+    let mut stop = Some(stop);
     let result = tokio::select! {
         r = &mut server => r,
         () = shutdown => {
-            stop();
+            if let Some(stop) = stop.take() {
+                stop();
+            }
             match tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), &mut server).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -163,6 +249,20 @@ async fn supervise(
             }
         }
     };
+    // The other serving threads: stopped with this one, given the same grace period.
+    if let Some(stop) = stop.take() {
+        stop();
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(1);
+    for other in others {
+        match tokio::time::timeout_at(deadline, other).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "a serving thread failed: {e}"),
+            Err(_) => {
+                tracing::warn!("requests still open after the shutdown grace period; closing");
+            }
+            Ok(_) => {}
+        }
+    }
     let _ = bg_stop.send(true);
     let _ = background.await;
     let _ = blocking(&state, AppState::flush).await;
@@ -462,7 +562,38 @@ async fn post_report(State(state): State<AppState>, req: Request) -> Result<Stat
         report.agent_instance.clone(),
         report.sequence,
     );
-    let outcome = store_write(&state, move |store| store.put_report(report, now)).await?;
+    // What the report means for each daemonset, computed here (on any core) rather than
+    // at each read; and the record's JSON, made outside the store's writer lock.
+    let (version, specs) = state.specs_versioned();
+    let previous = state.store().entry(&node);
+    let previous_facts = previous.as_ref().and_then(|e| e.cached_facts());
+    let facts = Arc::new(fleet::node_facts_after(
+        specs.values(),
+        version,
+        &report,
+        previous
+            .as_ref()
+            .zip(previous_facts.as_deref())
+            .map(|(e, f)| (&e.record().report, f)),
+    ));
+    drop(previous);
+    // The record keeps the report as the agent sent it (it parsed, so it reads back the
+    // same); only a body that is not UTF-8 as a whole is written out again.
+    let report_json = match std::str::from_utf8(&bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text.trim()),
+        Err(_) => std::borrow::Cow::Owned(super::store::json(&report)),
+    };
+    let (outcome, pending) = state
+        .store()
+        .submit_report(report, &report_json, now, Some(facts))
+        .map_err(|e| Failure::internal(e.to_string()))?;
+    if let Some(pending) = pending {
+        // Answer once the report is committed (grouped with the others under way).
+        pending
+            .durable()
+            .await
+            .map_err(|e| Failure::internal(e.to_string()))?;
+    }
     match outcome {
         ReportOutcome::Stored { new } => {
             state.counters().report();
@@ -529,17 +660,39 @@ async fn delete_node(
 async fn list_nodes(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<NodeView>>, Failure> {
+) -> Result<Response, Failure> {
     reader(&state, &headers)?;
-    let now = state.now();
-    let grace = state.grace();
-    Ok(Json(
-        state
-            .nodes()
+    let (now, grace) = (state.now(), state.grace());
+    json_off_thread(&state, move |state| {
+        let views: Vec<NodeView> = state
+            .store()
+            .entries()
             .iter()
-            .map(|n| fleet::node_view(n, now, grace))
-            .collect(),
-    ))
+            .map(|e| fleet::node_view_at(e.record(), e.last_seen(), now, grace))
+            .collect();
+        serde_json::to_vec(&views)
+    })
+    .await
+}
+
+/// A JSON answer made by `f` on a blocking thread: the reads whose work grows with the fleet
+/// (thousands of nodes) leave the async threads to the agents' reports.
+async fn json_off_thread(
+    state: &AppState,
+    f: impl FnOnce(&AppState) -> serde_json::Result<Vec<u8>> + Send + 'static,
+) -> Result<Response, Failure> {
+    let body = blocking(state, f)
+        .await
+        .map_err(|e| Failure::internal(format!("the read did not complete: {e}")))?
+        .map_err(|e| Failure::internal(format!("cannot encode the answer: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /v1/nodes/{name}`.
@@ -565,59 +718,79 @@ async fn get_node(
     }))
 }
 
+/// Every daemonset's view, from the nodes' [`fleet::NodeFacts`]. Blocking (CPU).
+fn daemonset_views(state: &AppState, now: u64, grace: u64) -> Vec<crate::api::DaemonSetView> {
+    let (specs, facts) = state.facts();
+    let specs: Vec<&fleet::SpecRecord> = specs.values().collect();
+    fleet::daemonset_views(
+        &specs,
+        facts.iter().map(|(f, seen)| (&**f, *seen)),
+        now,
+        grace,
+    )
+}
+
 async fn list_daemonsets(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Vec<crate::api::DaemonSetView>>, Failure> {
+) -> Result<Response, Failure> {
     reader(&state, &headers)?;
-    let nodes = state.nodes();
     let (now, grace) = (state.now(), state.grace());
-    Ok(Json(
-        state
-            .specs()
-            .values()
-            .map(|s| fleet::daemonset_view(s, &nodes, now, grace))
-            .collect(),
-    ))
+    json_off_thread(&state, move |state| {
+        serde_json::to_vec(&daemonset_views(state, now, grace))
+    })
+    .await
 }
 
-/// The daemonset `name` and every node, or 404.
-fn daemonset(state: &AppState, name: &str) -> Result<(Specs, Vec<fleet::NodeRecord>), Failure> {
+/// The daemonset `name`, or 404.
+fn daemonset(state: &AppState, name: &str) -> Result<Specs, Failure> {
     let specs = state.specs();
     if !specs.contains_key(name) {
         return Err(Failure::not_found(format!("no daemonset \"{name}\"")));
     }
-    Ok((specs, state.nodes()))
+    Ok(specs)
 }
 
 async fn get_daemonset(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<crate::api::DaemonSetDetail>, Failure> {
+) -> Result<Response, Failure> {
     reader(&state, &headers)?;
-    let (specs, nodes) = daemonset(&state, &name)?;
-    Ok(Json(fleet::daemonset_detail(
-        &specs[&name],
-        &nodes,
-        state.now(),
-        state.grace(),
-    )))
+    let specs = daemonset(&state, &name)?;
+    let (now, grace) = (state.now(), state.grace());
+    json_off_thread(&state, move |state| {
+        let entries = state.store().entries();
+        let detail = fleet::daemonset_detail_of(
+            &specs[&name],
+            entries.iter().map(|e| (e.record(), e.last_seen())),
+            now,
+            grace,
+        );
+        serde_json::to_vec(&detail)
+    })
+    .await
 }
 
 async fn get_endpoints(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Vec<crate::api::Endpoint>>, Failure> {
+) -> Result<Response, Failure> {
     reader(&state, &headers)?;
-    let (specs, nodes) = daemonset(&state, &name)?;
-    Ok(Json(fleet::endpoints(
-        &specs[&name],
-        &nodes,
-        state.now(),
-        state.grace(),
-    )))
+    let specs = daemonset(&state, &name)?;
+    let (now, grace) = (state.now(), state.grace());
+    json_off_thread(&state, move |state| {
+        let entries = state.store().entries();
+        let endpoints = fleet::endpoints_of(
+            &specs[&name],
+            entries.iter().map(|e| (e.record(), e.last_seen())),
+            now,
+            grace,
+        );
+        serde_json::to_vec(&endpoints)
+    })
+    .await
 }
 
 async fn get_metrics(
@@ -625,15 +798,22 @@ async fn get_metrics(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     reader(&state, &headers)?;
-    let specs = state.specs();
-    let specs: Vec<&fleet::SpecRecord> = specs.values().collect();
-    let text = metrics::render(
-        &specs,
-        &state.nodes(),
-        state.now(),
-        state.grace(),
-        state.counters(),
-    );
+    let (now, grace) = (state.now(), state.grace());
+    let text = blocking(&state, move |state| {
+        let views = daemonset_views(state, now, grace);
+        let entries = state.store().entries();
+        let nodes: Vec<metrics::NodeSample<'_>> = entries
+            .iter()
+            .map(|e| metrics::NodeSample {
+                name: &e.record().report.node.name,
+                ready: fleet::node_ready_at(e.record(), e.last_seen(), now, grace),
+                last_seen: e.last_seen(),
+            })
+            .collect();
+        metrics::render_views(&views, &nodes, state.counters())
+    })
+    .await
+    .map_err(|e| Failure::internal(format!("the read did not complete: {e}")))?;
     Ok((
         [(
             header::CONTENT_TYPE,

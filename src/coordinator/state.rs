@@ -9,7 +9,7 @@ use super::config::Config;
 use super::metrics::Counters;
 use super::specs;
 use super::store::{Store, StoreError};
-use crate::fleet::{NodeRecord, SpecRecord};
+use crate::fleet::{NodeFacts, NodeRecord, SpecRecord};
 use crate::source::SpecDir;
 
 /// Seconds since the Unix epoch. The coordinator asks it for "now" everywhere (`last_seen`,
@@ -47,8 +47,10 @@ struct Inner {
     store: Store,
     auth: Auth,
     spec_dir: Mutex<SpecDir>,
-    /// The specs in force with their bookkeeping, replaced whole after each rescan.
-    records: RwLock<Specs>,
+    /// The specs in force with their bookkeeping, replaced whole after a rescan that changed
+    /// them, and a version counted up each time (what [`crate::fleet::NodeFacts`] were
+    /// computed against).
+    records: RwLock<(u64, Specs)>,
     counters: Counters,
     clock: Clock,
     grace: u64,
@@ -66,7 +68,7 @@ impl AppState {
                 store,
                 auth,
                 spec_dir: Mutex::new(SpecDir::new(&config.spec_dir).with_owner(config.spec_owner)),
-                records: RwLock::new(Arc::default()),
+                records: RwLock::new((0, Arc::default())),
                 counters: Counters::default(),
                 clock,
                 grace: config.grace_period,
@@ -106,6 +108,11 @@ impl AppState {
 
     /// The specs in force.
     pub fn specs(&self) -> Specs {
+        self.specs_versioned().1
+    }
+
+    /// The specs in force and their version.
+    pub(super) fn specs_versioned(&self) -> (u64, Specs) {
         self.inner
             .records
             .read()
@@ -116,6 +123,31 @@ impl AppState {
     /// Every node.
     pub fn nodes(&self) -> Vec<NodeRecord> {
         self.inner.store.nodes()
+    }
+
+    /// How many nodes are known.
+    pub fn node_count(&self) -> usize {
+        self.inner.store.len()
+    }
+
+    /// Every node's [`NodeFacts`] against the specs in force (computed for the nodes whose
+    /// report or the specs changed since) and when it was last heard from, with those specs
+    /// in the facts' order. Blocking (CPU): call it off the async threads.
+    pub(super) fn facts(&self) -> (Specs, Vec<(Arc<NodeFacts>, u64)>) {
+        let (version, specs) = self.specs_versioned();
+        let facts = self
+            .inner
+            .store
+            .entries()
+            .iter()
+            .map(|e| {
+                let facts = e.facts(version, |report| {
+                    crate::fleet::node_facts(specs.values(), version, report)
+                });
+                (facts, e.last_seen())
+            })
+            .collect();
+        (specs, facts)
     }
 
     /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;
@@ -151,11 +183,14 @@ impl AppState {
         if let Err(e) = self.inner.store.set_spec_books(books) {
             tracing::error!(error = %e, "cannot store the daemonsets' generations: {e}; retrying at the next flush");
         }
-        *self
+        let mut current = self
             .inner
             .records
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(records);
+            .unwrap_or_else(|e| e.into_inner());
+        if *current.1 != records {
+            *current = (current.0 + 1, Arc::new(records));
+        }
     }
 
     /// Write the heartbeats' `last_seen` to the store. Blocking.

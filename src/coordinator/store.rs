@@ -3,6 +3,8 @@
 //! # Tables
 //!
 //! - `nodes`: node name → JSON [`NodeRecord`] (the last full report, first and last seen).
+//! - `last_seen`: node name → seconds since the epoch when a heartbeat last moved the node's
+//!   `last_seen` (the node's `last_seen` is the later of this and its record's).
 //! - `specs`: daemonset name → JSON [`SpecBook`] (generation, created_at, history, content
 //!   hash). The specs themselves are not stored: they are read from the spec directory.
 //! - `meta`: `schema` → the format version ([`SCHEMA`]); a database of another version is
@@ -12,26 +14,38 @@
 //!
 //! - A full report, a goodbye (`DELETE`) and a change of spec bookkeeping are committed
 //!   (fsync) before the request is answered: an answered report survives a crash.
+//! - Commits are grouped: one writer thread commits, in one transaction, every write that
+//!   arrived while the previous commit was under way, then answers all of them. There is no
+//!   waiting window: a lone write is committed at once, and under load one fsync serves many
+//!   reports. Writes are committed in the order they were accepted.
 //! - A heartbeat only moves `last_seen` in memory and marks the node dirty; [`Store::flush`]
-//!   writes the dirty nodes in one transaction. The server flushes every
-//!   [`FLUSH_INTERVAL`] and at shutdown, so a crash loses at most that much of `last_seen`:
-//!   the node may look silent a few seconds early after a restart, until its next heartbeat.
-//! - Writers take one lock, so a check and the write it decides on (a report's sequence, a
-//!   heartbeat's match) are atomic; readers read the in-memory copy and never wait for a
-//!   disk write.
+//!   writes the dirty nodes' `last_seen` (eight bytes each, not their reports) in one
+//!   transaction. The server flushes every [`FLUSH_INTERVAL`] and at shutdown, so a crash
+//!   loses at most that much of `last_seen`: the node may look silent a few seconds early
+//!   after a restart, until its next heartbeat.
+//! - The in-memory copy is updated when a write is accepted, before its commit: a reader may
+//!   see a report a few milliseconds before it is durable, and its agent gets its answer
+//!   only once it is. When a commit fails, the requests it carried get an error (their agents
+//!   send again), and the records stay in memory, marked to be written again at the next
+//!   flush.
+//! - Writers take one lock, so a check and the write it decides on (a report's sequence) are
+//!   atomic; heartbeats take a read lock only, and readers read the in-memory copy and never
+//!   wait for a disk write.
 //! - A record that cannot be decoded when the database is opened (written by a newer
 //!   version, say) is skipped with a warning: its agent gets 409 on its next heartbeat and
 //!   sends a full report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::NodeRecord;
+use crate::fleet::{NodeFacts, NodeRecord};
 use crate::report::{Heartbeat, NodeReport};
 
 /// The database's file name in the state directory.
@@ -40,8 +54,14 @@ pub const DB_FILE: &str = "coordinator.redb";
 pub const SCHEMA: u64 = 1;
 /// How often the server writes heartbeats' `last_seen`.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// redb's page cache. Every record lives in memory anyway (the database is read once, at
+/// start), so the cache only has to hold what a commit writes.
+const CACHE_BYTES: usize = 64 << 20;
+/// The most writes one commit carries.
+const MAX_GROUP: usize = 4096;
 
 const NODES: TableDefinition<&str, &str> = TableDefinition::new("nodes");
+const LAST_SEEN: TableDefinition<&str, u64> = TableDefinition::new("last_seen");
 const SPECS: TableDefinition<&str, &str> = TableDefinition::new("specs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -61,19 +81,19 @@ pub struct SpecBook {
     pub hash: String,
 }
 
-/// A database error (boxed: redb's error type is large).
-#[derive(Debug, thiserror::Error)]
+/// A database error (shared: one failed commit fails every write it carried).
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(transparent)]
-pub struct DbError(Box<redb::Error>);
+pub struct DbError(Arc<redb::Error>);
 
 impl<E: Into<redb::Error>> From<E> for DbError {
     fn from(e: E) -> DbError {
-        DbError(Box::new(e.into()))
+        DbError(Arc::new(e.into()))
     }
 }
 
 /// The store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{}: cannot open the state database: {error}", file.display())]
     Open { file: PathBuf, error: DbError },
@@ -107,22 +127,158 @@ pub enum HeartbeatOutcome {
     Mismatch { instance: String, sequence: u64 },
 }
 
-#[derive(Default)]
+/// One node in memory: its last report, when it was last heard from, and the server's cache
+/// of what the report means for each daemonset.
+pub(super) struct Entry {
+    /// The last full report; its `last_seen` is the report's time (see [`Entry::last_seen`]).
+    record: NodeRecord,
+    /// Moved by heartbeats.
+    last_seen: AtomicU64,
+    /// `last_seen` moved since it was last written.
+    dirty: AtomicBool,
+    /// The commit of `record` failed: write it at the next flush.
+    unsaved: AtomicBool,
+    /// [`NodeFacts`] of `record`, for some version of the specs.
+    facts: Mutex<Option<Arc<NodeFacts>>>,
+}
+
+impl Entry {
+    fn new(record: NodeRecord, last_seen: u64, facts: Option<Arc<NodeFacts>>) -> Entry {
+        Entry {
+            record,
+            last_seen: AtomicU64::new(last_seen),
+            dirty: AtomicBool::new(false),
+            unsaved: AtomicBool::new(false),
+            facts: Mutex::new(facts),
+        }
+    }
+
+    /// The last full report (its `last_seen` field is the report's time).
+    pub(super) fn record(&self) -> &NodeRecord {
+        &self.record
+    }
+
+    /// When the node was last heard from.
+    pub(super) fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// The record with its current `last_seen`.
+    fn current(&self) -> NodeRecord {
+        NodeRecord {
+            last_seen: self.last_seen(),
+            ..self.record.clone()
+        }
+    }
+
+    /// The cached facts, of whatever version of the specs.
+    pub(super) fn cached_facts(&self) -> Option<Arc<NodeFacts>> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The facts for `version` of the specs: the cached ones, or `compute`d (and cached).
+    pub(super) fn facts(
+        &self,
+        version: u64,
+        compute: impl FnOnce(&NodeReport) -> NodeFacts,
+    ) -> Arc<NodeFacts> {
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        match &*facts {
+            Some(f) if f.specs_version == version => f.clone(),
+            _ => {
+                let f = Arc::new(compute(&self.record.report));
+                *facts = Some(f.clone());
+                f
+            }
+        }
+    }
+}
+
 struct Memory {
-    nodes: BTreeMap<String, NodeRecord>,
-    /// Nodes whose `last_seen` moved since the last flush.
-    dirty: BTreeSet<String>,
+    nodes: BTreeMap<String, Arc<Entry>>,
     specs: BTreeMap<String, SpecBook>,
     /// The `specs` table failed to be written: rewrite it at the next flush.
     specs_dirty: bool,
 }
 
+/// One write for the committer.
+enum Op {
+    PutNode(String, String),
+    DeleteNode(String),
+    PutLastSeen(Vec<(String, u64)>),
+    PutSpecs(Vec<(String, String)>),
+    DeleteSpecs(Vec<String>),
+    /// Replace the whole `specs` table.
+    ReplaceSpecs(Vec<(String, String)>),
+    /// These, in order.
+    All(Vec<Op>),
+}
+
+/// Tells a writer its commit is done (or failed).
+enum Done {
+    Blocking(mpsc::Sender<Result<(), DbError>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), DbError>>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), DbError>) {
+        match self {
+            Done::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+struct Job {
+    op: Op,
+    done: Done,
+}
+
+/// A report accepted and waiting for its commit.
+pub(super) struct Pending {
+    done: tokio::sync::oneshot::Receiver<Result<(), DbError>>,
+    entry: Arc<Entry>,
+}
+
+impl Pending {
+    /// Wait for the commit. When it fails the record stays in memory, to be written at the
+    /// next flush.
+    pub(super) async fn durable(self) -> Result<(), StoreError> {
+        let result = self.done.await.unwrap_or_else(|_| Err(writer_gone()));
+        if result.is_err() {
+            self.entry.unsaved.store(true, Ordering::Relaxed);
+        }
+        result.map_err(StoreError::Write)
+    }
+}
+
+fn writer_gone() -> DbError {
+    DbError::from(std::io::Error::other("the database writer has stopped"))
+}
+
 /// The database and its in-memory copy. See the [module docs](self).
 pub struct Store {
-    db: Database,
-    /// Held by every writer, across the check and the write.
+    /// To the committer thread, which owns the database.
+    jobs: Option<mpsc::Sender<Job>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// Held by every writer, across the check and the hand-over to the committer, so that
+    /// writes are committed in the order they were decided.
     writer: Mutex<()>,
     memory: RwLock<Memory>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The committer commits what it has, then stops and closes the database.
+        drop(self.jobs.take());
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Store {
@@ -134,7 +290,10 @@ impl Store {
             error,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.into()))?;
-        let db = Database::create(&file).map_err(|e| open_error(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| open_error(e.into()))?;
 
         // Create the tables and check the format.
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
@@ -158,18 +317,38 @@ impl Store {
                 }
             }
             txn.open_table(NODES).map_err(|e| open_error(e.into()))?;
+            txn.open_table(LAST_SEEN)
+                .map_err(|e| open_error(e.into()))?;
             txn.open_table(SPECS).map_err(|e| open_error(e.into()))?;
         }
         txn.commit().map_err(|e| open_error(e.into()))?;
 
-        let mut memory = Memory::default();
+        let mut memory = Memory {
+            nodes: BTreeMap::new(),
+            specs: BTreeMap::new(),
+            specs_dirty: false,
+        };
         let txn = db.begin_read().map_err(|e| open_error(e.into()))?;
+        let seen = txn
+            .open_table(LAST_SEEN)
+            .map_err(|e| open_error(e.into()))?;
+        let mut heartbeats: HashMap<String, u64> = HashMap::new();
+        for item in seen.iter().map_err(|e| open_error(e.into()))? {
+            let (k, v) = item.map_err(|e| open_error(e.into()))?;
+            heartbeats.insert(k.value().to_string(), v.value());
+        }
         let nodes = txn.open_table(NODES).map_err(|e| open_error(e.into()))?;
         for item in nodes.iter().map_err(|e| open_error(e.into()))? {
             let (k, v) = item.map_err(|e| open_error(e.into()))?;
             match serde_json::from_str::<NodeRecord>(v.value()) {
                 Ok(rec) => {
-                    memory.nodes.insert(k.value().to_string(), rec);
+                    let name = k.value().to_string();
+                    let last_seen = heartbeats
+                        .get(&name)
+                        .map_or(rec.last_seen, |&s| s.max(rec.last_seen));
+                    memory
+                        .nodes
+                        .insert(name, Arc::new(Entry::new(rec, last_seen, None)));
                 }
                 Err(e) => {
                     tracing::warn!(node = k.value(), error = %e, "skipping stored node {}, which cannot be read ({e}): its agent will report again", k.value())
@@ -188,9 +367,16 @@ impl Store {
                 }
             }
         }
-        drop((nodes, specs, txn));
+        drop((seen, nodes, specs, txn));
+
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let committer = std::thread::Builder::new()
+            .name("hostset-store".into())
+            .spawn(move || commit_loop(db, queue))
+            .map_err(|e| open_error(e.into()))?;
         Ok(Store {
-            db,
+            jobs: Some(jobs),
+            committer: Some(committer),
             writer: Mutex::new(()),
             memory: RwLock::new(memory),
         })
@@ -208,14 +394,48 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Hand `op` to the committer. Call with the writer lock held.
+    fn submit(&self, op: Op, done: Done) -> Result<(), StoreError> {
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { op, done }));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(StoreError::Write(writer_gone())),
+        }
+    }
+
+    /// Hand `op` to the committer and wait for its commit (blocking).
+    fn submit_and_wait(&self, writer: MutexGuard<'_, ()>, op: Op) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(op, Done::Blocking(tx))?;
+        drop(writer);
+        rx.recv()
+            .unwrap_or_else(|_| Err(writer_gone()))
+            .map_err(StoreError::Write)
+    }
+
     /// Every node, by name.
     pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.read().nodes.values().map(|e| e.current()).collect()
+    }
+
+    /// Every node, by name, as shared entries (no copy of the reports).
+    pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
         self.read().nodes.values().cloned().collect()
+    }
+
+    /// How many nodes are known.
+    pub(super) fn len(&self) -> usize {
+        self.read().nodes.len()
+    }
+
+    /// One node's shared entry.
+    pub(super) fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.read().nodes.get(name).cloned()
     }
 
     /// One node.
     pub fn node(&self, name: &str) -> Option<NodeRecord> {
-        self.read().nodes.get(name).cloned()
+        self.read().nodes.get(name).map(|e| e.current())
     }
 
     /// The spec bookkeeping, by daemonset name.
@@ -224,174 +444,295 @@ impl Store {
     }
 
     /// Store a full report received at `now`, unless the same agent instance already
-    /// reported a later sequence. The same sequence again (a retry) is stored.
+    /// reported a later sequence. The same sequence again (a retry) is stored. Blocking: it
+    /// returns once the report is committed.
     pub fn put_report(&self, report: NodeReport, now: u64) -> Result<ReportOutcome, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let report_json = json(&report);
+        let (outcome, entry, replaced) =
+            self.accept_report(report, &report_json, now, None, Done::Blocking(tx))?;
+        drop(replaced);
+        if let Some(entry) = entry {
+            let result = rx.recv().unwrap_or_else(|_| Err(writer_gone()));
+            if result.is_err() {
+                entry.unsaved.store(true, Ordering::Relaxed);
+            }
+            result.map_err(StoreError::Write)?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`Store::put_report`] without waiting: the report is in memory and handed to the
+    /// committer; await [`Pending::durable`] before answering. `report_json` is `report` as
+    /// JSON (made by the caller, outside the writer lock); `facts` the report's
+    /// [`NodeFacts`], if the caller has them.
+    pub(super) fn submit_report(
+        &self,
+        report: NodeReport,
+        report_json: &str,
+        now: u64,
+        facts: Option<Arc<NodeFacts>>,
+    ) -> Result<(ReportOutcome, Option<Pending>), StoreError> {
+        let (tx, done) = tokio::sync::oneshot::channel();
+        let (outcome, entry, replaced) =
+            self.accept_report(report, report_json, now, facts, Done::Async(tx))?;
+        // The replaced report is freed here, out of the writer lock.
+        drop(replaced);
+        Ok((outcome, entry.map(|entry| Pending { done, entry })))
+    }
+
+    /// Check, update memory and hand the write over; the new entry when stored, and the one
+    /// it replaced (for the caller to drop out of the lock).
+    #[allow(clippy::type_complexity)]
+    fn accept_report(
+        &self,
+        report: NodeReport,
+        report_json: &str,
+        now: u64,
+        facts: Option<Arc<NodeFacts>>,
+        done: Done,
+    ) -> Result<(ReportOutcome, Option<Arc<Entry>>, Option<Arc<Entry>>), StoreError> {
         let _writer = self.writer();
         let name = report.node.name.clone();
-        let previous = self.node(&name);
+        let previous = self.read().nodes.get(&name).cloned();
         if let Some(prev) = &previous
-            && prev.report.agent_instance == report.agent_instance
-            && prev.report.sequence > report.sequence
+            && prev.record.report.agent_instance == report.agent_instance
+            && prev.record.report.sequence > report.sequence
         {
-            return Ok(ReportOutcome::Stale {
-                stored_sequence: prev.report.sequence,
-            });
+            let stale = ReportOutcome::Stale {
+                stored_sequence: prev.record.report.sequence,
+            };
+            return Ok((stale, None, previous));
         }
         let new = previous.is_none();
+        let first_seen = previous.as_ref().map_or(now, |p| p.record.first_seen);
+        // `NodeRecord` as serde writes it, around the report serialized by the caller.
+        let value =
+            format!("{{\"report\":{report_json},\"firstSeen\":{first_seen},\"lastSeen\":{now}}}");
         let record = NodeRecord {
             report,
-            first_seen: previous.map_or(now, |p| p.first_seen),
+            first_seen,
             last_seen: now,
         };
-        self.commit(|txn| {
-            let mut t = txn.open_table(NODES)?;
-            t.insert(name.as_str(), json(&record).as_str())?;
-            Ok(())
-        })?;
-        let mut memory = self.write();
-        memory.dirty.remove(&name);
-        memory.nodes.insert(name, record);
-        Ok(ReportOutcome::Stored { new })
+        let entry = Arc::new(Entry::new(record, now, facts));
+        self.submit(Op::PutNode(name.clone(), value), done)?;
+        let replaced = self.write().nodes.insert(name, entry.clone());
+        drop(previous);
+        Ok((ReportOutcome::Stored { new }, Some(entry), replaced))
     }
 
     /// A heartbeat from `name` at `now`: moves `last_seen` (in memory) when it matches the
     /// stored report's agent instance and sequence.
     pub fn heartbeat(&self, name: &str, hb: &Heartbeat, now: u64) -> HeartbeatOutcome {
-        let mut memory = self.write();
-        let Some(rec) = memory.nodes.get_mut(name) else {
+        let memory = self.read();
+        let Some(entry) = memory.nodes.get(name) else {
             return HeartbeatOutcome::UnknownNode;
         };
-        if rec.report.agent_instance != hb.agent_instance || rec.report.sequence != hb.sequence {
+        let report = &entry.record.report;
+        if report.agent_instance != hb.agent_instance || report.sequence != hb.sequence {
             return HeartbeatOutcome::Mismatch {
-                instance: rec.report.agent_instance.clone(),
-                sequence: rec.report.sequence,
+                instance: report.agent_instance.clone(),
+                sequence: report.sequence,
             };
         }
-        rec.last_seen = rec.last_seen.max(now);
-        memory.dirty.insert(name.to_string());
+        if entry.last_seen.fetch_max(now, Ordering::Relaxed) < now {
+            entry.dirty.store(true, Ordering::Relaxed);
+        }
         HeartbeatOutcome::Alive
     }
 
     /// Forget a node. False when it is unknown.
     pub fn delete_node(&self, name: &str) -> Result<bool, StoreError> {
-        let _writer = self.writer();
-        if !self.read().nodes.contains_key(name) {
+        let writer = self.writer();
+        let Some(entry) = self.write().nodes.remove(name) else {
             return Ok(false);
+        };
+        let result = self.submit_and_wait(writer, Op::DeleteNode(name.to_string()));
+        if result.is_err() {
+            // Not deleted after all, unless a report came in meanwhile.
+            let _writer = self.writer();
+            self.write().nodes.entry(name.to_string()).or_insert(entry);
         }
-        self.commit(|txn| {
-            txn.open_table(NODES)?.remove(name)?;
-            Ok(())
-        })?;
-        let mut memory = self.write();
-        memory.nodes.remove(name);
-        memory.dirty.remove(name);
-        Ok(true)
+        result.map(|()| true)
     }
 
     /// Replace the spec bookkeeping with `books`, writing what changed. When the write fails
     /// the new bookkeeping is in force anyway (in memory) and is written at the next
     /// [`Store::flush`].
     pub fn set_spec_books(&self, books: BTreeMap<String, SpecBook>) -> Result<(), StoreError> {
-        let _writer = self.writer();
+        let writer = self.writer();
         let old = self.spec_books();
-        let changed: Vec<(&String, &SpecBook)> = books
+        let changed: Vec<(String, String)> = books
             .iter()
             .filter(|(name, book)| old.get(*name) != Some(*book))
+            .map(|(name, book)| (name.clone(), json(book)))
             .collect();
-        let removed: Vec<&String> = old.keys().filter(|n| !books.contains_key(*n)).collect();
-        let result = if changed.is_empty() && removed.is_empty() {
-            Ok(())
-        } else {
-            self.commit(|txn| {
-                let mut t = txn.open_table(SPECS)?;
-                for (name, book) in &changed {
-                    t.insert(name.as_str(), json(book).as_str())?;
-                }
-                for name in &removed {
-                    t.remove(name.as_str())?;
-                }
-                Ok(())
-            })
-        };
-        let mut memory = self.write();
-        memory.specs_dirty = result.is_err();
-        memory.specs = books;
-        result
-    }
-
-    /// Write the heartbeats' `last_seen` of the dirty nodes (and the spec bookkeeping, if a
-    /// write of it failed). Returns how many nodes were written.
-    pub fn flush(&self) -> Result<usize, StoreError> {
-        let _writer = self.writer();
-        let (records, specs) = {
-            let memory = self.read();
-            let records: Vec<(String, u64, String)> = memory
-                .dirty
-                .iter()
-                .filter_map(|n| {
-                    let r = memory.nodes.get(n)?;
-                    Some((n.clone(), r.last_seen, json(r)))
-                })
-                .collect();
-            let specs: Option<Vec<(String, String)>> = memory.specs_dirty.then(|| {
-                memory
+        let removed: Vec<String> = old
+            .keys()
+            .filter(|n| !books.contains_key(*n))
+            .cloned()
+            .collect();
+        self.write().specs = books;
+        let result = match (changed.is_empty(), removed.is_empty()) {
+            (true, true) => Ok(()),
+            (false, true) => self.submit_and_wait(writer, Op::PutSpecs(changed)),
+            (true, false) => self.submit_and_wait(writer, Op::DeleteSpecs(removed)),
+            (false, false) => {
+                // One commit for both: the whole table.
+                let all = self
+                    .read()
                     .specs
                     .iter()
                     .map(|(n, b)| (n.clone(), json(b)))
-                    .collect()
-            });
-            (records, specs)
+                    .collect();
+                self.submit_and_wait(writer, Op::ReplaceSpecs(all))
+            }
         };
-        if records.is_empty() && specs.is_none() {
-            return Ok(0);
-        }
-        self.commit(|txn| {
-            let mut t = txn.open_table(NODES)?;
-            for (name, _, record) in &records {
-                t.insert(name.as_str(), record.as_str())?;
-            }
-            if let Some(specs) = &specs {
-                let mut t = txn.open_table(SPECS)?;
-                t.retain(|_, _| false)?;
-                for (name, book) in specs {
-                    t.insert(name.as_str(), book.as_str())?;
-                }
-            }
-            Ok(())
-        })?;
-        let mut memory = self.write();
-        // Heartbeats do not wait for the writer lock: a node whose last_seen moved on while
-        // this was written stays dirty.
-        for (name, written, _) in &records {
-            if memory
-                .nodes
-                .get(name)
-                .is_some_and(|r| r.last_seen == *written)
-            {
-                memory.dirty.remove(name);
-            }
-        }
-        if specs.is_some() {
-            memory.specs_dirty = false;
-        }
-        Ok(records.len())
+        self.write().specs_dirty = result.is_err();
+        result
     }
 
-    /// Run `f` in a write transaction and commit it durably.
-    fn commit(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), DbError>,
-    ) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::Write(e.into()))?;
-        f(&txn).map_err(StoreError::Write)?;
-        txn.commit().map_err(|e| StoreError::Write(e.into()))
+    /// Write the heartbeats' `last_seen` of the dirty nodes (and the records and spec
+    /// bookkeeping whose writes failed). Returns how many nodes were written.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        let writer = self.writer();
+        let memory = self.read();
+        let dirty: Vec<Arc<Entry>> = memory
+            .nodes
+            .values()
+            .filter(|e| e.dirty.swap(false, Ordering::Relaxed))
+            .cloned()
+            .collect();
+        let unsaved: Vec<Arc<Entry>> = memory
+            .nodes
+            .values()
+            .filter(|e| e.unsaved.swap(false, Ordering::Relaxed))
+            .cloned()
+            .collect();
+        let specs: Option<Vec<(String, String)>> = memory.specs_dirty.then(|| {
+            memory
+                .specs
+                .iter()
+                .map(|(n, b)| (n.clone(), json(b)))
+                .collect()
+        });
+        drop(memory);
+        if dirty.is_empty() && unsaved.is_empty() && specs.is_none() {
+            return Ok(0);
+        }
+        let name = |e: &Arc<Entry>| e.record.report.node.name.clone();
+        let mut ops = Vec::new();
+        for e in &unsaved {
+            ops.push(Op::PutNode(name(e), json(&e.record)));
+        }
+        if !dirty.is_empty() {
+            ops.push(Op::PutLastSeen(
+                dirty.iter().map(|e| (name(e), e.last_seen())).collect(),
+            ));
+        }
+        if let Some(specs) = &specs {
+            ops.push(Op::ReplaceSpecs(specs.clone()));
+        }
+        let result = self.submit_and_wait(writer, Op::All(ops));
+        if result.is_err() {
+            for e in &dirty {
+                e.dirty.store(true, Ordering::Relaxed);
+            }
+            for e in &unsaved {
+                e.unsaved.store(true, Ordering::Relaxed);
+            }
+        } else if specs.is_some() {
+            self.write().specs_dirty = false;
+        }
+        result.map(|()| dirty.len().max(unsaved.len()))
+    }
+}
+
+/// The committer: take every waiting job, commit them in one transaction, answer them all.
+fn commit_loop(db: Database, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, &jobs);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = jobs.len(), "cannot commit {} writes to the state database: {e}", jobs.len());
+        }
+        for job in jobs {
+            job.done.send(result.clone());
+        }
+    }
+}
+
+/// Apply `jobs` in order in one write transaction and commit it durably.
+fn commit(db: &Database, jobs: &[Job]) -> Result<(), DbError> {
+    let txn = db.begin_write()?;
+    {
+        let mut tables = Tables {
+            nodes: txn.open_table(NODES)?,
+            seen: txn.open_table(LAST_SEEN)?,
+            specs: txn.open_table(SPECS)?,
+        };
+        for job in jobs {
+            tables.apply(&job.op)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+struct Tables<'txn> {
+    nodes: redb::Table<'txn, &'static str, &'static str>,
+    seen: redb::Table<'txn, &'static str, u64>,
+    specs: redb::Table<'txn, &'static str, &'static str>,
+}
+
+impl Tables<'_> {
+    fn apply(&mut self, op: &Op) -> Result<(), DbError> {
+        match op {
+            Op::PutNode(name, record) => {
+                self.nodes.insert(name.as_str(), record.as_str())?;
+            }
+            Op::DeleteNode(name) => {
+                self.nodes.remove(name.as_str())?;
+                self.seen.remove(name.as_str())?;
+            }
+            Op::PutLastSeen(all) => {
+                for (name, at) in all {
+                    self.seen.insert(name.as_str(), *at)?;
+                }
+            }
+            Op::PutSpecs(all) => {
+                for (name, book) in all {
+                    self.specs.insert(name.as_str(), book.as_str())?;
+                }
+            }
+            Op::DeleteSpecs(all) => {
+                for name in all {
+                    self.specs.remove(name.as_str())?;
+                }
+            }
+            Op::ReplaceSpecs(all) => {
+                self.specs.retain(|_, _| false)?;
+                for (name, book) in all {
+                    self.specs.insert(name.as_str(), book.as_str())?;
+                }
+            }
+            Op::All(ops) => {
+                for op in ops {
+                    self.apply(op)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// A record as stored. Serializing these types cannot fail (no maps with non-string keys).
-fn json<T: Serialize>(value: &T) -> String {
+pub(super) fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }

@@ -65,21 +65,42 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Byte offset -> position, for parsers that report byte spans.
+/// Byte offset -> position, for parsers that report byte spans. The line starts
+/// are found once, so that a position costs a binary search and one line's
+/// characters (scanning from the top for every value made large files quadratic).
+struct Lines<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+}
+
+impl<'t> Lines<'t> {
+    fn new(text: &'t str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|(_, b)| *b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        Lines { text, starts }
+    }
+
+    fn pos_at(&self, offset: usize) -> Pos {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts[line - 1];
+        let col = self.text[line_start..]
+            .char_indices()
+            .take_while(|(i, _)| line_start + i < offset)
+            .count()
+            + 1;
+        Pos { line, col }
+    }
+}
+
 fn pos_at(text: &str, offset: usize) -> Pos {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let col = text[line_start..]
-        .char_indices()
-        .take_while(|(i, _)| line_start + i < offset)
-        .count()
-        + 1;
-    Pos { line, col }
+    Lines::new(text).pos_at(offset)
 }
 
 /// Parse a TOML document.
@@ -90,8 +111,8 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
         message: e.message().trim().to_string(),
     })?;
 
-    fn convert(text: &str, value: &DeValue<'_>, start: usize) -> Node {
-        let pos = pos_at(text, start);
+    fn convert(text: &Lines<'_>, value: &DeValue<'_>, start: usize) -> Node {
+        let pos = text.pos_at(start);
         let value = match value {
             DeValue::String(s) => Value::Str(s.to_string()),
             DeValue::Integer(i) => {
@@ -116,7 +137,7 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
         Node { value, pos }
     }
 
-    fn convert_table(text: &str, t: &DeTable<'_>) -> Vec<Entry> {
+    fn convert_table(text: &Lines<'_>, t: &DeTable<'_>) -> Vec<Entry> {
         let mut entries: Vec<(usize, Entry)> = t
             .iter()
             .map(|(k, v)| {
@@ -125,7 +146,7 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
                     key_start,
                     Entry {
                         key: k.get_ref().to_string(),
-                        key_pos: pos_at(text, key_start),
+                        key_pos: text.pos_at(key_start),
                         value: convert(text, v.get_ref(), v.span().start),
                     },
                 )
@@ -136,8 +157,9 @@ pub fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
         entries.into_iter().map(|(_, e)| e).collect()
     }
 
+    let lines = Lines::new(text);
     Ok(Node {
-        value: Value::Map(convert_table(text, table.get_ref())),
+        value: Value::Map(convert_table(&lines, table.get_ref())),
         pos: Pos { line: 1, col: 1 },
     })
 }
