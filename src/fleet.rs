@@ -592,7 +592,8 @@ struct DaemonSetFacts {
     /// The report says the daemon is ready.
     daemon_ready: bool,
     updated: bool,
-    started_at: Option<u64>,
+    /// `started_at`, `u64::MAX` when the report has none.
+    started_at: u64,
     /// The generation the node's agent has seen (its term of `observedGeneration`).
     generation: u64,
 }
@@ -639,7 +640,7 @@ pub fn node_facts_after<'a>(
                 present,
                 daemon_ready: d.is_some_and(|d| d.ready),
                 updated: present && d.is_some_and(|d| d.current_revision == spec.revision),
-                started_at: d.and_then(|d| d.started_at),
+                started_at: d.and_then(|d| d.started_at).unwrap_or(u64::MAX),
                 generation: d.map_or(0, |d| generation_of(spec, &d.desired_revision)),
             }
         })
@@ -670,27 +671,36 @@ pub fn daemonset_views<'a>(
     now: u64,
     grace: u64,
 ) -> Vec<DaemonSetView> {
+    // The hot loop of `GET /v1/daemonsets` (nodes × daemonsets): counted without branches,
+    // as the flags vary from one node to the next.
     let mut statuses = vec![DaemonSetStatus::default(); specs.len()];
-    let mut observed: Vec<Option<u64>> = vec![None; specs.len()];
+    let mut observed = vec![u64::MAX; specs.len()];
+    let mut any_ready = false;
     let min_ready: Vec<u64> = specs.iter().map(|s| min_ready_seconds(&s.ds)).collect();
     for (facts, last_seen) in nodes {
         let node_ready = heard_within(last_seen, now, grace) && !facts.ready_condition_false;
-        for (i, f) in facts.daemonsets.iter().enumerate().take(specs.len()) {
-            let s = &mut statuses[i];
-            let ready = f.present && node_ready && f.daemon_ready;
-            if f.should_run {
-                s.desired_number_scheduled += 1;
-                s.current_number_scheduled += u64::from(f.present);
-                s.number_ready += u64::from(ready);
-                s.number_available += u64::from(available(ready, f.started_at, min_ready[i], now));
-                s.updated_number_scheduled += u64::from(f.updated);
-            } else if f.present {
-                s.number_misscheduled += 1;
-            }
-            if node_ready {
-                let o = &mut observed[i];
-                *o = Some(o.map_or(f.generation, |g| g.min(f.generation)));
-            }
+        any_ready |= node_ready;
+        // A node that is not Ready does not hold observedGeneration back.
+        let unready = if node_ready { 0 } else { u64::MAX };
+        let rows = statuses
+            .iter_mut()
+            .zip(observed.iter_mut())
+            .zip(&min_ready)
+            .zip(&facts.daemonsets);
+        for (((s, observed), &min_ready), f) in rows {
+            let should_run = u64::from(f.should_run);
+            let present = u64::from(f.present);
+            let ready = f.present & node_ready & f.daemon_ready;
+            // IsPodAvailable, as `available` (a missing start time is u64::MAX).
+            let available =
+                ready & ((min_ready == 0) | (f.started_at.saturating_add(min_ready) <= now));
+            s.desired_number_scheduled += should_run;
+            s.current_number_scheduled += should_run & present;
+            s.number_ready += should_run & u64::from(ready);
+            s.number_available += should_run & u64::from(available);
+            s.updated_number_scheduled += should_run & u64::from(f.updated);
+            s.number_misscheduled += (1 - should_run) & present;
+            *observed = (*observed).min(f.generation | unready);
         }
     }
     specs
@@ -699,7 +709,7 @@ pub fn daemonset_views<'a>(
         .zip(observed)
         .map(|((spec, mut s), observed)| {
             s.number_unavailable = s.desired_number_scheduled - s.number_available;
-            s.observed_generation = observed.unwrap_or(spec.generation);
+            s.observed_generation = if any_ready { observed } else { spec.generation };
             view(spec, s)
         })
         .collect()
@@ -913,5 +923,34 @@ mod tests {
                 assert_eq!(fast, slow, "{n} nodes, grace {grace}");
             }
         }
+    }
+
+    #[test]
+    fn facts_reuse_verdicts_only_when_placement_sees_the_same_node() {
+        let now = 1_000_000;
+        let specs = vec![spec(
+            "name = \"ssd\"\nselector.matchLabels = { a = \"c\" }\n\
+             template.labels = { a = \"c\" }\ncommand = [\"/x\"]\n\
+             nodeSelector = { disk = \"ssd\" }\n",
+            1,
+            Vec::new(),
+        )];
+        let refs: Vec<&SpecRecord> = specs.iter().collect();
+        let ssd = node(0, &specs, now);
+        let facts = node_facts(refs.iter().copied(), 1, &ssd.report);
+        assert!(facts.daemonsets[0].should_run);
+        // Same node, new daemon states: the verdicts carry over.
+        let mut again = ssd.report.clone();
+        again.sequence += 1;
+        let reused = node_facts_after(refs.iter().copied(), 1, &again, Some((&ssd.report, &facts)));
+        assert_eq!(reused, node_facts(refs.iter().copied(), 1, &again));
+        // The label placement reads changed: evaluated again.
+        let mut hdd = again.clone();
+        hdd.node.labels.remove("disk");
+        let after = node_facts_after(refs.iter().copied(), 1, &hdd, Some((&ssd.report, &facts)));
+        assert!(!after.daemonsets[0].should_run);
+        // Facts of another version of the specs are not reused.
+        let other = node_facts_after(refs.iter().copied(), 2, &hdd, Some((&hdd, &facts)));
+        assert!(!other.daemonsets[0].should_run);
     }
 }

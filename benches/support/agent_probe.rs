@@ -923,6 +923,10 @@ struct ProcSample {
     vm_hwm_kb: u64,
     rss_kb: u64,
     pss_kb: u64,
+    /// `Anonymous`: heap, stacks, other private memory (what the process itself allocated).
+    anon_kb: u64,
+    /// `Private_Clean` + `Private_Dirty` (USS).
+    uss_kb: u64,
     threads: u64,
     utime_ticks: u64,
     stime_ticks: u64,
@@ -965,6 +969,8 @@ impl ProcSample {
             vm_hwm_kb: field(&status, "VmHWM:"),
             rss_kb: field(&rollup, "Rss:"),
             pss_kb: field(&rollup, "Pss:"),
+            anon_kb: field(&rollup, "Anonymous:"),
+            uss_kb: field(&rollup, "Private_Clean:") + field(&rollup, "Private_Dirty:"),
             threads: field(&status, "Threads:"),
             utime_ticks: tick(11),
             stime_ticks: tick(12),
@@ -1035,6 +1041,8 @@ impl ProcSample {
             "vm_hwm_kb": self.vm_hwm_kb,
             "rss_kb": self.rss_kb,
             "pss_kb": self.pss_kb,
+            "anon_kb": self.anon_kb,
+            "uss_kb": self.uss_kb,
             "threads": self.threads,
             "utime_ticks": self.utime_ticks,
             "stime_ticks": self.stime_ticks,

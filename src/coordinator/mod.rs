@@ -114,7 +114,10 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         tracing::info!("stopping");
     };
     // One serving thread per CPU the process may use (each a single-threaded runtime).
-    let threads = std::env::var("HOSTSET_TMP_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = std::env::var("HOSTSET_TMP_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     match tls {
         Some(tls) => serve_tls_threads(listener, state, tls, shutdown, threads).await,
         None => serve_threads(listener, state, shutdown, threads).await,

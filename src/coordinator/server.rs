@@ -566,8 +566,8 @@ async fn post_report(State(state): State<AppState>, req: Request) -> Result<Stat
     // at each read; and the record's JSON, made outside the store's writer lock.
     let (version, specs) = state.specs_versioned();
     let previous = state.store().entry(&node);
-    let previous_facts = previous.as_ref().and_then(|e| e.cached_facts());
-    let facts = Arc::new(fleet::node_facts_after(
+    let previous_facts = previous.as_ref().and_then(|e| e.latest_facts());
+    let facts = fleet::node_facts_after(
         specs.values(),
         version,
         &report,
@@ -575,7 +575,8 @@ async fn post_report(State(state): State<AppState>, req: Request) -> Result<Stat
             .as_ref()
             .zip(previous_facts.as_deref())
             .map(|(e, f)| (&e.record().report, f)),
-    ));
+    );
+    drop(previous_facts);
     drop(previous);
     // The record keeps the report as the agent sent it (it parsed, so it reads back the
     // same); only a body that is not UTF-8 as a whole is written out again.
@@ -720,8 +721,18 @@ async fn get_node(
 
 /// Every daemonset's view, from the nodes' [`fleet::NodeFacts`]. Blocking (CPU).
 fn daemonset_views(state: &AppState, now: u64, grace: u64) -> Vec<crate::api::DaemonSetView> {
-    let (specs, facts) = state.facts();
+    let (version, specs) = state.specs_versioned();
     let specs: Vec<&fleet::SpecRecord> = specs.values().collect();
+    let entries = state.store().entries();
+    let facts: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let facts = e.facts(version, |report| {
+                fleet::node_facts(specs.iter().copied(), version, report)
+            });
+            (facts, e.last_seen())
+        })
+        .collect();
     fleet::daemonset_views(
         &specs,
         facts.iter().map(|(f, seen)| (&**f, *seen)),

@@ -9,7 +9,7 @@ use super::config::Config;
 use super::metrics::Counters;
 use super::specs;
 use super::store::{Store, StoreError};
-use crate::fleet::{NodeFacts, NodeRecord, SpecRecord};
+use crate::fleet::{NodeRecord, SpecRecord};
 use crate::source::SpecDir;
 
 /// Seconds since the Unix epoch. The coordinator asks it for "now" everywhere (`last_seen`,
@@ -128,26 +128,6 @@ impl AppState {
     /// How many nodes are known.
     pub fn node_count(&self) -> usize {
         self.inner.store.len()
-    }
-
-    /// Every node's [`NodeFacts`] against the specs in force (computed for the nodes whose
-    /// report or the specs changed since) and when it was last heard from, with those specs
-    /// in the facts' order. Blocking (CPU): call it off the async threads.
-    pub(super) fn facts(&self) -> (Specs, Vec<(Arc<NodeFacts>, u64)>) {
-        let (version, specs) = self.specs_versioned();
-        let facts = self
-            .inner
-            .store
-            .entries()
-            .iter()
-            .map(|e| {
-                let facts = e.facts(version, |report| {
-                    crate::fleet::node_facts(specs.values(), version, report)
-                });
-                (facts, e.last_seen())
-            })
-            .collect();
-        (specs, facts)
     }
 
     /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;

@@ -138,18 +138,39 @@ pub(super) struct Entry {
     dirty: AtomicBool,
     /// The commit of `record` failed: write it at the next flush.
     unsaved: AtomicBool,
-    /// [`NodeFacts`] of `record`, for some version of the specs.
-    facts: Mutex<Option<Arc<NodeFacts>>>,
+    /// [`NodeFacts`] of `record` computed when it arrived (kept inline: reading every node's
+    /// facts is the hot loop of `GET /v1/daemonsets`).
+    facts: Option<NodeFacts>,
+    /// [`NodeFacts`] of `record` for a later version of the specs, computed on demand.
+    later: Mutex<Option<Arc<NodeFacts>>>,
+}
+
+/// A node's facts: kept in its entry, or computed since.
+pub(super) enum FactsRef<'a> {
+    Kept(&'a NodeFacts),
+    Later(Arc<NodeFacts>),
+}
+
+impl std::ops::Deref for FactsRef<'_> {
+    type Target = NodeFacts;
+
+    fn deref(&self) -> &NodeFacts {
+        match self {
+            FactsRef::Kept(f) => f,
+            FactsRef::Later(f) => f,
+        }
+    }
 }
 
 impl Entry {
-    fn new(record: NodeRecord, last_seen: u64, facts: Option<Arc<NodeFacts>>) -> Entry {
+    fn new(record: NodeRecord, last_seen: u64, facts: Option<NodeFacts>) -> Entry {
         Entry {
             record,
             last_seen: AtomicU64::new(last_seen),
             dirty: AtomicBool::new(false),
             unsaved: AtomicBool::new(false),
-            facts: Mutex::new(facts),
+            facts,
+            later: Mutex::new(None),
         }
     }
 
@@ -171,24 +192,34 @@ impl Entry {
         }
     }
 
-    /// The cached facts, of whatever version of the specs.
-    pub(super) fn cached_facts(&self) -> Option<Arc<NodeFacts>> {
-        self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The latest facts known, of whatever version of the specs.
+    pub(super) fn latest_facts(&self) -> Option<FactsRef<'_>> {
+        let later = self.later.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (later, &self.facts) {
+            (Some(l), Some(f)) if f.specs_version >= l.specs_version => Some(FactsRef::Kept(f)),
+            (Some(l), _) => Some(FactsRef::Later(l)),
+            (None, f) => f.as_ref().map(FactsRef::Kept),
+        }
     }
 
-    /// The facts for `version` of the specs: the cached ones, or `compute`d (and cached).
+    /// The facts for `version` of the specs: the kept ones, or `compute`d (and cached).
     pub(super) fn facts(
         &self,
         version: u64,
         compute: impl FnOnce(&NodeReport) -> NodeFacts,
-    ) -> Arc<NodeFacts> {
-        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
-        match &*facts {
-            Some(f) if f.specs_version == version => f.clone(),
+    ) -> FactsRef<'_> {
+        if let Some(f) = &self.facts
+            && f.specs_version == version
+        {
+            return FactsRef::Kept(f);
+        }
+        let mut later = self.later.lock().unwrap_or_else(|e| e.into_inner());
+        match &*later {
+            Some(f) if f.specs_version == version => FactsRef::Later(f.clone()),
             _ => {
                 let f = Arc::new(compute(&self.record.report));
-                *facts = Some(f.clone());
-                f
+                *later = Some(f.clone());
+                FactsRef::Later(f)
             }
         }
     }
@@ -471,7 +502,7 @@ impl Store {
         report: NodeReport,
         report_json: &str,
         now: u64,
-        facts: Option<Arc<NodeFacts>>,
+        facts: Option<NodeFacts>,
     ) -> Result<(ReportOutcome, Option<Pending>), StoreError> {
         let (tx, done) = tokio::sync::oneshot::channel();
         let (outcome, entry, replaced) =
@@ -489,7 +520,7 @@ impl Store {
         report: NodeReport,
         report_json: &str,
         now: u64,
-        facts: Option<Arc<NodeFacts>>,
+        facts: Option<NodeFacts>,
         done: Done,
     ) -> Result<(ReportOutcome, Option<Arc<Entry>>, Option<Arc<Entry>>), StoreError> {
         let _writer = self.writer();
