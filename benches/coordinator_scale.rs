@@ -1536,8 +1536,29 @@ fn main() {
             },
         })
     });
+    // One row per read and fleet size for the runner's table (BENCHMARKS.md).
+    let mut scenarios = Vec::new();
+    for r in &results {
+        let n = r.json["nodes"].as_u64().unwrap_or(0);
+        for (key, what) in [
+            ("get_daemonsets", "GET /v1/daemonsets"),
+            ("describe_daemonset", "GET /v1/daemonsets/{name}"),
+        ] {
+            let idle = &r.json[key]["idle"];
+            let mut row = json!({
+                "name": format!("{what}, {n} nodes × {DAEMONSETS} daemonsets, idle"),
+                "median_ms": idle["p50_ms"],
+                "p99_ms": idle["p99_ms"],
+            });
+            if key == "get_daemonsets" && n == 10_000 {
+                row["target"] = json!({"metric": "p99_ms", "max": 20, "text": "p99 < 20 ms"});
+            }
+            scenarios.push(row);
+        }
+    }
     let v = json!({
         "bench": "coordinator_scale",
+        "scenarios": scenarios,
         "cores": cores,
         "quick": opts.quick,
         "seconds": round3(started.elapsed().as_secs_f64()),

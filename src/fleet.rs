@@ -794,7 +794,7 @@ mod tests {
     fn node(i: usize, specs: &[SpecRecord], now: u64) -> NodeRecord {
         let mut labels = Labels::new();
         labels.insert("zone".into(), format!("z{}", i % 3));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             labels.insert("disk".into(), "ssd".into());
         }
         let taints = if i % 7 == 3 {
@@ -823,7 +823,7 @@ mod tests {
                 } else {
                     "active/running".into()
                 },
-                current_revision: if (i + d) % 3 == 0 {
+                current_revision: if (i + d).is_multiple_of(3) {
                     "old".into()
                 } else {
                     s.revision.clone()
@@ -835,10 +835,10 @@ mod tests {
                 },
                 evict_in_seconds: None,
                 last_error: String::new(),
-                ready: (i + d) % 9 != 0,
+                ready: !(i + d).is_multiple_of(9),
                 restarts: 0,
                 main_pid: 0,
-                started_at: ((i + d) % 8 != 0).then(|| now - (i as u64 % 50)),
+                started_at: (!(i + d).is_multiple_of(8)).then(|| now - (i as u64 % 50)),
                 memory_bytes: None,
                 cpu_nanoseconds: None,
             })

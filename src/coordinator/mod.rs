@@ -17,8 +17,10 @@
 //!
 //! Start: configuration, then the token files, the store and the spec directory are read
 //! (any problem is fatal, with the file named), the address is bound and systemd is told
-//! `READY=1` (`Type=notify`). Then requests are served; the spec directory is watched
-//! (inotify, debounced) and heartbeats are written every 5 s. SIGHUP re-reads the token
+//! `READY=1` (`Type=notify`). Then requests are served, by one thread per CPU the process
+//! may use (each a single-threaded tokio runtime accepting from the same socket; a report's
+//! database commit is grouped with the others under way by the store's writer thread); the
+//! spec directory is watched (inotify, debounced) and heartbeats are written every 5 s. SIGHUP re-reads the token
 //! files and the spec directory at once. SIGTERM or SIGINT: open requests get 10 s, then
 //! the heartbeats are written and the process exits 0.
 
@@ -114,10 +116,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         tracing::info!("stopping");
     };
     // One serving thread per CPU the process may use (each a single-threaded runtime).
-    let threads = std::env::var("HOSTSET_TMP_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     match tls {
         Some(tls) => serve_tls_threads(listener, state, tls, shutdown, threads).await,
         None => serve_threads(listener, state, shutdown, threads).await,
