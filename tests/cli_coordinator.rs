@@ -754,10 +754,10 @@ fn get_nodes_table_and_wide() {
     assert_text(
         &out,
         "\
-NAME     STATUS                     DAEMONS   LABELS                                                 AGE   LAST-SEEN
-node-1   Ready                      1         kubernetes.io/hostname=node-1,kubernetes.io/os=linux   20m   4s
-db-1     Ready,SchedulingDisabled   2         disktype=ssd                                           3d    4s
-node-3   NotReady                   0         <none>                                                 5h    15m
+NAME     STATUS                     DAEMONS   LABELS         AGE   LAST-SEEN
+node-1   Ready                      1         <none>         20m   4s
+db-1     Ready,SchedulingDisabled   2         disktype=ssd   3d    4s
+node-3   NotReady                   0         <none>         5h    15m
 ",
     );
     let out = ok(&hostset(&stub, &s, &["get", "no", "-o", "wide"]));
