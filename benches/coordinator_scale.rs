@@ -44,15 +44,24 @@
 //!    and send every node a heartbeat carrying the sequence of its last *answered* full
 //!    report: each must be accepted (204), i.e. every answered report was in the database.
 //!    (A SIGKILL keeps the page cache: this checks that answers wait for the commit, not
-//!    that the disk honours fsync.) The restart time is reported.
+//!    that the disk honours fsync.) The restart time is reported, and the restart time after
+//!    a clean stop (SIGTERM).
 //!
 //! `sustained` is the highest offered rate served in full (achieved ≥ 95 % of offered, no
 //! errors) with p99 ≤ 20 ms. The coordinator's RSS is read from `/proc` after each phase.
+//! Each step also shows the CPU the coordinator, the load generator and everything else on
+//! the machine used (from `/proc`), and the coordinator's CPU time per answered request: a
+//! step disturbed by other work shows it, and the per-request cost stays comparable.
 //!
-//! Output: a markdown table on stdout and `target/bench/coordinator.json`.
+//! Output: a markdown table on stdout and `target/bench/coordinator.json` (the runner's
+//! `benches/run` schema: `targets`, `scenarios`, `markdown`, and every step under `scales`).
+//!
+//! Knobs: `--quick` (or `HOSTSET_BENCH_QUICK=1`: 1k and 10k nodes, shorter steps),
+//! `HOSTSET_BENCH_SCALES=1000,10000`, `HOSTSET_BENCH_CONNECTIONS` (default 250),
+//! `HOSTSET_BENCH_GETS` (idle reads per kind, default 50).
 //!
 //! Limits: loopback only, every phase bounded in requests and time; a full run takes about
-//! five minutes on 2 cores. The coordinator refuses spec files not owned by root, so the
+//! three minutes on 2 cores. The coordinator refuses spec files not owned by root, so the
 //! bench needs root (elsewhere it says so and writes a JSON marked skipped).
 
 use std::fmt::Write as _;
@@ -1056,7 +1065,8 @@ async fn register(
     (workers, v, row)
 }
 
-/// Timed GETs of `paths`, one at a time, until `count` requests or `budget` elapsed.
+/// Timed GETs of `paths`, one at a time, until `count` requests or `budget` elapsed, after
+/// one untimed GET (the connection, the server's first blocking thread).
 async fn timed_gets(
     addr: SocketAddr,
     paths: &[String],
@@ -1064,6 +1074,7 @@ async fn timed_gets(
     budget: Duration,
 ) -> (Percentiles, usize, usize) {
     let mut conn = Conn::new(addr);
+    conn.send(&get_request(&paths[0])).await.expect("GET");
     let started = Instant::now();
     let mut lat = Vec::new();
     let mut bytes = 0;

@@ -665,9 +665,9 @@ fn same_placement_inputs(a: &NodeReport, b: &NodeReport) -> bool {
 /// facts were computed for), each node given as its facts and when it was last heard from.
 /// The same views as [`daemonset_view`] for each spec, in time linear in nodes × daemonsets
 /// with no allocation per node.
-pub fn daemonset_views<'a>(
+pub fn daemonset_views<F: std::borrow::Borrow<NodeFacts>>(
     specs: &[&SpecRecord],
-    nodes: impl IntoIterator<Item = (&'a NodeFacts, u64)>,
+    nodes: impl IntoIterator<Item = (F, u64)>,
     now: u64,
     grace: u64,
 ) -> Vec<DaemonSetView> {
@@ -678,6 +678,7 @@ pub fn daemonset_views<'a>(
     let mut any_ready = false;
     let min_ready: Vec<u64> = specs.iter().map(|s| min_ready_seconds(&s.ds)).collect();
     for (facts, last_seen) in nodes {
+        let facts: &NodeFacts = facts.borrow();
         let node_ready = heard_within(last_seen, now, grace) && !facts.ready_condition_false;
         any_ready |= node_ready;
         // A node that is not Ready does not hold observedGeneration back.

@@ -667,7 +667,7 @@ async fn list_nodes(
     json_off_thread(&state, move |state| {
         let views: Vec<NodeView> = state
             .store()
-            .entries()
+            .sorted_entries()
             .iter()
             .map(|e| fleet::node_view_at(e.record(), e.last_seen(), now, grace))
             .collect();
@@ -723,22 +723,17 @@ async fn get_node(
 fn daemonset_views(state: &AppState, now: u64, grace: u64) -> Vec<crate::api::DaemonSetView> {
     let (version, specs) = state.specs_versioned();
     let specs: Vec<&fleet::SpecRecord> = specs.values().collect();
-    let entries = state.store().entries();
-    let facts: Vec<_> = entries
-        .iter()
-        .map(|e| {
+    // One pass over the entries in place: the facts of each node, computed again only for
+    // the nodes whose facts are of older specs.
+    state.store().with_entries(|entries| {
+        let nodes = entries.map(|e| {
             let facts = e.facts(version, |report| {
                 fleet::node_facts(specs.iter().copied(), version, report)
             });
             (facts, e.last_seen())
-        })
-        .collect();
-    fleet::daemonset_views(
-        &specs,
-        facts.iter().map(|(f, seen)| (&**f, *seen)),
-        now,
-        grace,
-    )
+        });
+        fleet::daemonset_views(&specs, nodes, now, grace)
+    })
 }
 
 async fn list_daemonsets(
@@ -812,7 +807,7 @@ async fn get_metrics(
     let (now, grace) = (state.now(), state.grace());
     let text = blocking(&state, move |state| {
         let views = daemonset_views(state, now, grace);
-        let entries = state.store().entries();
+        let entries = state.store().sorted_entries();
         let nodes: Vec<metrics::NodeSample<'_>> = entries
             .iter()
             .map(|e| metrics::NodeSample {

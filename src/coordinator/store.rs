@@ -3,8 +3,11 @@
 //! # Tables
 //!
 //! - `nodes`: node name → JSON [`NodeRecord`] (the last full report, first and last seen).
+//!   The report is kept as the agent sent it (it was parsed, so it reads back the same).
 //! - `last_seen`: node name → seconds since the epoch when a heartbeat last moved the node's
-//!   `last_seen` (the node's `last_seen` is the later of this and its record's).
+//!   `last_seen` (the node's `last_seen` is the later of this and its record's). A database
+//!   from before this table gets it when opened; a coordinator from before it ignores it
+//!   (its nodes then look silent since their last report until their next heartbeat).
 //! - `specs`: daemonset name → JSON [`SpecBook`] (generation, created_at, history, content
 //!   hash). The specs themselves are not stored: they are read from the spec directory.
 //! - `meta`: `schema` → the format version ([`SCHEMA`]); a database of another version is
@@ -31,6 +34,8 @@
 //! - Writers take one lock, so a check and the write it decides on (a report's sequence) are
 //!   atomic; heartbeats take a read lock only, and readers read the in-memory copy and never
 //!   wait for a disk write.
+//! - After a crash (no clean close), redb checks the whole file when it is opened: with 50,000
+//!   nodes (about 500 MB) a restart takes a few seconds longer than after a clean stop.
 //! - A record that cannot be decoded when the database is opened (written by a newer
 //!   version, say) is skipped with a warning: its agent gets 409 on its next heartbeat and
 //!   sends a full report.
@@ -151,6 +156,12 @@ pub(super) enum FactsRef<'a> {
     Later(Arc<NodeFacts>),
 }
 
+impl std::borrow::Borrow<NodeFacts> for FactsRef<'_> {
+    fn borrow(&self) -> &NodeFacts {
+        self
+    }
+}
+
 impl std::ops::Deref for FactsRef<'_> {
     type Target = NodeFacts;
 
@@ -177,6 +188,11 @@ impl Entry {
     /// The last full report (its `last_seen` field is the report's time).
     pub(super) fn record(&self) -> &NodeRecord {
         &self.record
+    }
+
+    /// The node's name.
+    pub(super) fn name(&self) -> &str {
+        &self.record.report.node.name
     }
 
     /// When the node was last heard from.
@@ -226,7 +242,9 @@ impl Entry {
 }
 
 struct Memory {
-    nodes: BTreeMap<String, Arc<Entry>>,
+    /// By name, hashed: a heartbeat's lookup is one hash, not a walk of string comparisons
+    /// (the views that list nodes sort them).
+    nodes: HashMap<String, Arc<Entry>>,
     specs: BTreeMap<String, SpecBook>,
     /// The `specs` table failed to be written: rewrite it at the next flush.
     specs_dirty: bool,
@@ -355,7 +373,7 @@ impl Store {
         txn.commit().map_err(|e| open_error(e.into()))?;
 
         let mut memory = Memory {
-            nodes: BTreeMap::new(),
+            nodes: HashMap::new(),
             specs: BTreeMap::new(),
             specs_dirty: false,
         };
@@ -446,12 +464,29 @@ impl Store {
 
     /// Every node, by name.
     pub fn nodes(&self) -> Vec<NodeRecord> {
-        self.read().nodes.values().map(|e| e.current()).collect()
+        self.sorted_entries().iter().map(|e| e.current()).collect()
     }
 
-    /// Every node, by name, as shared entries (no copy of the reports).
+    /// Every node as shared entries (no copy of the reports), in no particular order.
     pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
         self.read().nodes.values().cloned().collect()
+    }
+
+    /// `f` over every node's entry, in no particular order, under the read lock (writers
+    /// wait for it: keep `f` short).
+    pub(super) fn with_entries<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &Entry>) -> R,
+    ) -> R {
+        let memory = self.read();
+        f(&mut memory.nodes.values().map(|e| &**e))
+    }
+
+    /// [`Store::entries`] by name.
+    pub(super) fn sorted_entries(&self) -> Vec<Arc<Entry>> {
+        let mut entries = self.entries();
+        entries.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        entries
     }
 
     /// How many nodes are known.
