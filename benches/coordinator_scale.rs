@@ -359,6 +359,8 @@ fn sim_report(i: usize, specs: &[(DaemonSet, String)], now: u64) -> NodeReport {
                 started_at: runs.then(|| now - 3600 + (i % 3000) as u64),
                 memory_bytes: runs.then(|| 10_000_000 + ((i * 31 + d * 17) % 50_000_000) as u64),
                 cpu_nanoseconds: runs.then(|| 1_000_000_000 + (i * 13 + d) as u64 * 1_000_003),
+                ready_since: None,
+                readiness: String::new(),
             }
         })
         .collect();

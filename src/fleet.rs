@@ -25,9 +25,10 @@
 //!   the daemon is ready.
 //! - `updatedNumberScheduled`: shouldRun, present, and the unit runs the spec's current
 //!   revision (`IsPodUpdated`: the `controller-revision-hash` equals the current hash).
-//! - `numberAvailable`: ready, and `minReadySeconds == 0` or `started_at + minReadySeconds <=
-//!   now` (`IsPodAvailable`, with the `<=` of current Kubernetes). A ready daemon whose start
-//!   time the agent does not report is not available while `minReadySeconds > 0`.
+//! - `numberAvailable`: ready, and `minReadySeconds == 0` or `ready_since + minReadySeconds <=
+//!   now` (`IsPodAvailable`, with the `<=` of current Kubernetes, counting from the report's
+//!   `readySince`, or from `startedAt` for agents that do not report it). A ready daemon whose
+//!   ready time the agent does not report is not available while `minReadySeconds > 0`.
 //! - `numberUnavailable`: `desiredNumberScheduled - numberAvailable`.
 //! - `observedGeneration`: the generation every Ready node has seen. Kubernetes sets it to
 //!   `metadata.generation` once its one controller has acted on that generation; in hostset
@@ -236,10 +237,15 @@ fn min_ready_seconds(ds: &DaemonSet) -> u64 {
     u64::try_from(ds.min_ready_seconds).unwrap_or(0)
 }
 
-/// `IsPodAvailable`: ready, and ready for `minReadySeconds` (`started_at + minReadySeconds <=
-/// now`). Without a start time the daemon cannot be shown to have been ready long enough.
-fn available(ready: bool, started_at: Option<u64>, min_ready: u64, now: u64) -> bool {
-    ready && (min_ready == 0 || started_at.is_some_and(|t| t.saturating_add(min_ready) <= now))
+/// `IsPodAvailable`: ready, and ready for `minReadySeconds` (`ready_since + minReadySeconds <=
+/// now`). Without a ready time the daemon cannot be shown to have been ready long enough.
+fn available(ready: bool, ready_since: Option<u64>, min_ready: u64, now: u64) -> bool {
+    ready && (min_ready == 0 || ready_since.is_some_and(|t| t.saturating_add(min_ready) <= now))
+}
+
+/// When the daemon became ready: `readySince`, or the unit's start for agents that predate it.
+fn ready_since(d: &DaemonSetReport) -> Option<u64> {
+    d.ready_since.or(d.started_at)
 }
 
 fn assess<'a>(
@@ -256,7 +262,7 @@ fn assess<'a>(
     let ready = present && node_ready && report.is_some_and(|d| d.ready);
     let available = available(
         ready,
-        report.and_then(|d| d.started_at),
+        report.and_then(ready_since),
         min_ready_seconds(&spec.ds),
         now,
     );
@@ -395,17 +401,21 @@ fn problem(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -> Strin
         return format!("no unit runs it (state {state})");
     }
     if !a.ready {
-        return format!("not ready: unit is {}", d.state);
+        return if d.readiness.is_empty() {
+            format!("not ready: unit is {}", d.state)
+        } else {
+            format!("not ready: {}", d.readiness)
+        };
     }
     if !a.available {
         let min_ready = min_ready_seconds(&spec.ds);
-        return match d.started_at {
+        return match ready_since(d) {
             Some(t) => format!(
                 "ready for {}s of minReadySeconds {min_ready}",
                 now.saturating_sub(t)
             ),
             None => format!(
-                "ready, but the agent reports no start time to count minReadySeconds {min_ready} from"
+                "ready, but the agent reports no ready time to count minReadySeconds {min_ready} from"
             ),
         };
     }
@@ -592,8 +602,8 @@ struct DaemonSetFacts {
     /// The report says the daemon is ready.
     daemon_ready: bool,
     updated: bool,
-    /// `started_at`, `u64::MAX` when the report has none.
-    started_at: u64,
+    /// [`ready_since`], `u64::MAX` when the report has none.
+    ready_since: u64,
     /// The generation the node's agent has seen (its term of `observedGeneration`).
     generation: u64,
 }
@@ -640,7 +650,7 @@ pub fn node_facts_after<'a>(
                 present,
                 daemon_ready: d.is_some_and(|d| d.ready),
                 updated: present && d.is_some_and(|d| d.current_revision == spec.revision),
-                started_at: d.and_then(|d| d.started_at).unwrap_or(u64::MAX),
+                ready_since: d.and_then(ready_since).unwrap_or(u64::MAX),
                 generation: d.map_or(0, |d| generation_of(spec, &d.desired_revision)),
             }
         })
@@ -692,9 +702,9 @@ pub fn daemonset_views<F: std::borrow::Borrow<NodeFacts>>(
             let should_run = u64::from(f.should_run);
             let present = u64::from(f.present);
             let ready = f.present & node_ready & f.daemon_ready;
-            // IsPodAvailable, as `available` (a missing start time is u64::MAX).
+            // IsPodAvailable, as `available` (a missing ready time is u64::MAX).
             let available =
-                ready & ((min_ready == 0) | (f.started_at.saturating_add(min_ready) <= now));
+                ready & ((min_ready == 0) | (f.ready_since.saturating_add(min_ready) <= now));
             s.desired_number_scheduled += should_run;
             s.current_number_scheduled += should_run & present;
             s.number_ready += should_run & u64::from(ready);
@@ -842,6 +852,8 @@ mod tests {
                 started_at: (!(i + d).is_multiple_of(8)).then(|| now - (i as u64 % 50)),
                 memory_bytes: None,
                 cpu_nanoseconds: None,
+                ready_since: None,
+                readiness: String::new(),
             })
             .collect();
         let condition = match i % 11 {

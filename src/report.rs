@@ -64,7 +64,7 @@ pub struct Condition {
 }
 
 /// One daemonset on this node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonSetReport {
     pub name: String,
@@ -87,16 +87,30 @@ pub struct DaemonSetReport {
     pub evict_in_seconds: Option<u64>,
     /// The last failure starting or stopping its unit, if any.
     pub last_error: String,
-    /// The unit is `active/running` (the daemon's readiness).
+    /// The daemon is ready: its unit is active (a `Type=notify` daemon's unit is active only
+    /// after it sent `READY=1`), its startup probe (if any) has succeeded, and its readiness
+    /// probe (if any) passes. For a unit of another revision than the desired one (the old
+    /// unit beside a surging new one) only the unit state counts.
     #[serde(default)]
     pub ready: bool,
+    /// Seconds since the epoch when the daemon last became ready; `None` while it is not
+    /// ready. The basis of `minReadySeconds` availability. Without probes it is the unit's
+    /// `ActiveEnterTimestamp`; with probes, when the readiness probe last started to pass. It
+    /// survives agent restarts.
+    #[serde(default)]
+    pub ready_since: Option<u64>,
+    /// Why the daemon is not ready (e.g. `readiness probe failed 3 times: HTTP GET
+    /// http://127.0.0.1:9100/metrics: 503`); empty when it is ready.
+    #[serde(default)]
+    pub readiness: String,
     /// `NRestarts` of the unit.
     #[serde(default)]
     pub restarts: u32,
     #[serde(default)]
     pub main_pid: u32,
-    /// Seconds since the epoch when the unit last became active
-    /// (`ActiveEnterTimestamp`); the basis of `minReadySeconds` availability.
+    /// Seconds since the epoch when the unit last became active (`ActiveEnterTimestamp`).
+    /// Availability counts from `ready_since` (from this only for agents that do not report
+    /// `ready_since`).
     #[serde(default)]
     pub started_at: Option<u64>,
     #[serde(default)]

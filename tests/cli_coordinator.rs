@@ -225,6 +225,8 @@ fn report(name: &str, should_run: bool, revision: &str) -> DaemonSetReport {
         started_at: None,
         memory_bytes: None,
         cpu_nanoseconds: None,
+        ready_since: None,
+        readiness: String::new(),
     }
 }
 

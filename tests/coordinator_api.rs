@@ -319,6 +319,8 @@ fn running(name: &str, revision: &str) -> DaemonSetReport {
         started_at: Some(T0 - 100),
         memory_bytes: None,
         cpu_nanoseconds: None,
+        ready_since: None,
+        readiness: String::new(),
     }
 }
 

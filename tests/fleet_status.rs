@@ -171,6 +171,8 @@ fn running(rev: &str) -> DaemonSetReport {
         started_at: Some(NOW - 3600),
         memory_bytes: None,
         cpu_nanoseconds: None,
+        ready_since: None,
+        readiness: String::new(),
     }
 }
 
@@ -469,6 +471,32 @@ fn cases() -> Vec<Case> {
             spec: min_ready.clone(),
         },
         Case {
+            name: "minReadySeconds counts from readySince (the readiness probe passing), not \
+                   from the unit's start; startedAt only for agents without readySince",
+            source: IS_POD_AVAILABLE,
+            nodes: vec![
+                // Started an hour ago, ready for 3 s: not available.
+                node("a")
+                    .reports(DaemonSetReport {
+                        ready_since: Some(NOW - 3),
+                        ..running(&min_ready.revision)
+                    })
+                    .build(),
+                // Ready for exactly minReadySeconds.
+                node("b")
+                    .reports(DaemonSetReport {
+                        started_at: Some(NOW - 3),
+                        ready_since: Some(NOW - 10),
+                        ..running(&min_ready.revision)
+                    })
+                    .build(),
+                // An older agent: no readySince, started an hour ago.
+                node("c").reports(running(&min_ready.revision)).build(),
+            ],
+            want: st(3, 3, 0, 3, 3, 2, 1, 2),
+            spec: min_ready.clone(),
+        },
+        Case {
             name: "minReadySeconds 0: ready is available, start time or not",
             source: IS_POD_AVAILABLE,
             nodes: vec![
@@ -677,6 +705,32 @@ fn placement_problems() {
             "not ready: unit is activating/auto-restart".into(),
         ),
         (
+            "not ready, with the agent's reason",
+            &s,
+            node("n")
+                .reports(DaemonSetReport {
+                    ready: false,
+                    readiness: "readiness probe failed 3 times: HTTP GET \
+                                http://127.0.0.1:9100/metrics: 503"
+                        .into(),
+                    ..running(&s.revision)
+                })
+                .build(),
+            "not ready: readiness probe failed 3 times: HTTP GET http://127.0.0.1:9100/metrics: 503"
+                .into(),
+        ),
+        (
+            "minReadySeconds counted from readySince",
+            &min_ready,
+            node("n")
+                .reports(DaemonSetReport {
+                    ready_since: Some(NOW - 4),
+                    ..running(&min_ready.revision)
+                })
+                .build(),
+            "ready for 4s of minReadySeconds 10".into(),
+        ),
+        (
             "minReadySeconds not reached",
             &min_ready,
             node("n")
@@ -696,7 +750,7 @@ fn placement_problems() {
                     ..running(&min_ready.revision)
                 })
                 .build(),
-            "ready, but the agent reports no start time to count minReadySeconds 10 from".into(),
+            "ready, but the agent reports no ready time to count minReadySeconds 10 from".into(),
         ),
         (
             "update pending",

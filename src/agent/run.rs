@@ -604,6 +604,8 @@ impl<S: Systemd> Agent<S> {
                 started_at: None,
                 memory_bytes: None,
                 cpu_nanoseconds: None,
+                ready_since: None,
+                readiness: String::new(),
             })
             .map(|mut ds| {
                 self.fill_live(&mut ds);
@@ -632,6 +634,8 @@ impl<S: Systemd> Agent<S> {
                     started_at: None,
                     memory_bytes: None,
                     cpu_nanoseconds: None,
+                    ready_since: None,
+                    readiness: String::new(),
                 };
                 self.fill_live(&mut ds);
                 daemonsets.push(ds);
@@ -699,6 +703,21 @@ impl<S: Systemd> Agent<S> {
             .filter(|&s| s > 0);
         ds.memory_bytes = d.and_then(|d| d.memory_current);
         ds.cpu_nanoseconds = d.and_then(|d| d.cpu_usage_nsec);
+        self.fill_readiness(ds);
+    }
+
+    /// `ready`, `ready_since` and `readiness` of `ds` (after its live numbers).
+    fn fill_readiness(&self, ds: &mut DaemonSetReport) {
+        let active = ds.state == "active/running";
+        ds.ready = active;
+        ds.ready_since = if active { ds.started_at } else { None };
+        ds.readiness = if active {
+            String::new()
+        } else if ds.state.is_empty() || ds.state == "absent" {
+            "no unit runs it".to_string()
+        } else {
+            format!("unit is {}", ds.state)
+        };
     }
 
     /// The stats tick: read every cached unit's numbers again (memory and CPU change without

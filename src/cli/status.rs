@@ -50,7 +50,6 @@ pub enum Output {
 struct Row<'a> {
     #[serde(flatten)]
     report: &'a DaemonSetReport,
-    ready: bool,
     main_pid: u32,
     restarts: u32,
     memory_bytes: Option<u64>,
@@ -150,7 +149,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .zip(&details)
         .map(|(ds, d)| Row {
             report: ds,
-            ready: ds.state == "active/running",
             main_pid: d.as_ref().map_or(0, |d| d.main_pid),
             restarts: d.as_ref().map_or(0, |d| d.n_restarts),
             memory_bytes: d.as_ref().and_then(|d| d.memory_current),
@@ -192,6 +190,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         }
                     );
                 }
+                if !ds.ready && !ds.readiness.is_empty() && want == 1 {
+                    why = if why.is_empty() {
+                        format!("not ready: {}", ds.readiness)
+                    } else {
+                        format!("{why}; not ready: {}", ds.readiness)
+                    };
+                }
                 if !ds.last_error.is_empty() {
                     why = if why.is_empty() {
                         ds.last_error.clone()
@@ -219,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         ds.state.clone()
                     },
                     revision,
-                    format!("{}/{}", u8::from(r.ready), want),
+                    format!("{}/{}", u8::from(ds.ready), want),
                     r.restarts.to_string(),
                     memory(r.memory_bytes),
                     cpu(r.cpu_nanoseconds),
