@@ -303,7 +303,12 @@ fn status_table_and_json() {
       "daemonsets": [
         {"name": "web", "file": "/etc/hostset/daemonsets.d/web.toml", "held": false, "shouldRun": true,
          "shouldContinueRunning": true, "reasons": [], "unit": "hostset-web.service", "state": "active/running",
-         "currentRevision": "abc", "desiredRevision": "abc", "evictInSeconds": null, "lastError": ""},
+         "currentRevision": "abc", "desiredRevision": "abc", "evictInSeconds": null, "lastError": "",
+         "ready": true, "readySince": 1700000000, "readiness": ""},
+        {"name": "api", "file": "/etc/hostset/daemonsets.d/api.toml", "held": false, "shouldRun": true,
+         "shouldContinueRunning": true, "reasons": [], "unit": "hostset-api.service", "state": "active/running",
+         "currentRevision": "ghj", "desiredRevision": "ghj", "evictInSeconds": null, "lastError": "",
+         "ready": false, "readiness": "readiness probe failed 3 times: HTTP GET http://127.0.0.1:8080/healthz: 503"},
         {"name": "db-backup", "file": "/etc/hostset/daemonsets.d/db-backup.toml", "held": false, "shouldRun": false,
          "shouldContinueRunning": true, "reasons": ["taint dedicated=db:NoSchedule is not tolerated"], "unit": "",
          "state": "absent", "currentRevision": "", "desiredRevision": "def", "evictInSeconds": null, "lastError": ""}
@@ -328,10 +333,17 @@ fn status_table_and_json() {
         "web         hostset-web.service   active/running   abc        1/1     0          -        -     -"
     );
     assert!(
-        lines[2].ends_with("taint dedicated=db:NoSchedule is not tolerated"),
+        lines[2].ends_with(
+            "0/1     0          -        -     not ready: readiness probe failed 3 times: HTTP GET \
+             http://127.0.0.1:8080/healthz: 503"
+        ),
         "{out}"
     );
-    assert!(lines[2].contains("0/0"), "{out}");
+    assert!(
+        lines[3].ends_with("taint dedicated=db:NoSchedule is not tolerated"),
+        "{out}"
+    );
+    assert!(lines[3].contains("0/0"), "{out}");
     assert!(stderr(&o).contains("x.toml:1:1: name: required"));
 
     let o = Command::new(env!("CARGO_BIN_EXE_hostset"))
@@ -342,6 +354,12 @@ fn status_table_and_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["daemonsets"][0]["name"], "web");
     assert_eq!(v["daemonsets"][0]["ready"], true);
+    assert_eq!(v["daemonsets"][0]["readySince"], 1700000000);
     assert_eq!(v["daemonsets"][1]["ready"], false);
+    assert_eq!(
+        v["daemonsets"][1]["readiness"],
+        "readiness probe failed 3 times: HTTP GET http://127.0.0.1:8080/healthz: 503"
+    );
+    assert_eq!(v["daemonsets"][2]["ready"], false);
     assert_eq!(v["node"]["name"], "n1");
 }
