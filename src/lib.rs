@@ -10,6 +10,7 @@
 //!   the automatic labels.
 //! - [`unit`]: a daemonset as a transient systemd unit (properties, revision, markers).
 //! - [`plan`]: the agent's decisions: desired specs + node + observed units → actions.
+//! - [`probe`]: kubelet's probe thresholds and timing as a pure state machine.
 //! - [`report`]: what an agent says about its node (status file, the coordinator's input).
 //! - [`api`]: the coordinator's read API types.
 //! - [`fleet`]: fleet-wide status arithmetic (Kubernetes' DaemonSetStatus) from agents' reports.
@@ -35,6 +36,7 @@ pub mod fleet;
 pub mod node;
 pub mod placement;
 pub mod plan;
+pub mod probe;
 pub mod quantity;
 pub mod report;
 #[cfg(feature = "service")]

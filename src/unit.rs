@@ -14,7 +14,7 @@
 //! | `name` | unit name | `hostset-<name>.service` |
 //! | `name`, [`revision`] | `Description` | `hostset daemonset <name> (revision <rev>)` |
 //! | — | `Slice` | `hostset.slice` |
-//! | — | `Type` | `exec` |
+//! | `notify` (TOML) / `hostset.io/notify: "true"` (template annotation) | `Type`, `NotifyAccess` | `notify`, `all` ([`unit_spec`]); otherwise `Type=exec` |
 //! | `command`/`args` | `ExecStart` | `(argv[0], argv, false)`; through `hostsetd exec` when an argument holds `$` or `;` ([`needs_exec_shim`]) |
 //! | `env` | `Environment` | `NAME=value` in order, then the markers |
 //! | `user` / `group` | `User` / `Group` | only when set |
@@ -46,8 +46,9 @@ use std::collections::BTreeMap;
 
 use crate::quantity::Quantity;
 use crate::spec::{
-    DaemonSet, EnvVar, Labels, Mount, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PodTemplate, Port, Process, Resources, Toleration,
+    DaemonSet, EnvVar, HttpGetAction, HttpHeader, Labels, Mount, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PodTemplate, Port, PortRef, Probe, ProbeHandler,
+    Process, Resources, Toleration,
 };
 
 /// The slice every hostset unit runs in.
@@ -465,6 +466,10 @@ fn encode_process(c: &mut Canon, p: &Process) {
         group,
         resources,
         ports,
+        notify,
+        liveness_probe,
+        readiness_probe,
+        startup_probe,
     } = p;
     c.str("name", name);
     c.strs("argv", argv);
@@ -493,6 +498,61 @@ fn encode_process(c: &mut Canon, p: &Process) {
         c.int("hostPort", *host_port);
         c.str("protocol", protocol);
     });
+    c.bool("notify", *notify);
+    c.opt_nested("livenessProbe", liveness_probe.as_ref(), encode_probe);
+    c.opt_nested("readinessProbe", readiness_probe.as_ref(), encode_probe);
+    c.opt_nested("startupProbe", startup_probe.as_ref(), encode_probe);
+}
+
+fn encode_probe(c: &mut Canon, p: &Probe) {
+    let Probe {
+        handler,
+        initial_delay_seconds,
+        timeout_seconds,
+        period_seconds,
+        success_threshold,
+        failure_threshold,
+        termination_grace_period_seconds,
+    } = p;
+    let port = |c: &mut Canon, port: &PortRef| match port {
+        PortRef::Number(n) => c.int("port", *n),
+        PortRef::Name(s) => c.str("portName", s),
+    };
+    match handler {
+        None => {}
+        Some(ProbeHandler::Exec { command }) => c.nested("exec", |c| c.strs("command", command)),
+        Some(ProbeHandler::HttpGet(h)) => c.nested("httpGet", |c| {
+            let HttpGetAction {
+                path,
+                port: p,
+                host,
+                scheme,
+                http_headers,
+            } = h;
+            c.str("path", path);
+            port(c, p);
+            c.str("host", host);
+            c.str("scheme", scheme);
+            c.list("httpHeaders", http_headers, |c, h| {
+                let HttpHeader { name, value } = h;
+                c.str("name", name);
+                c.str("value", value);
+            });
+        }),
+        Some(ProbeHandler::TcpSocket { host, port: p }) => c.nested("tcpSocket", |c| {
+            c.str("host", host);
+            port(c, p);
+        }),
+    }
+    c.int("initialDelaySeconds", *initial_delay_seconds);
+    c.int("timeoutSeconds", *timeout_seconds);
+    c.int("periodSeconds", *period_seconds);
+    c.int("successThreshold", *success_threshold);
+    c.int("failureThreshold", *failure_threshold);
+    c.opt_int(
+        "terminationGracePeriodSeconds",
+        *termination_grace_period_seconds,
+    );
 }
 
 fn encode_mount(c: &mut Canon, m: &Mount) {
@@ -757,7 +817,7 @@ pub fn marker_environment(daemonset: &str, revision: &str, labels: &Labels) -> V
 /// `StartTransientUnit`, in this order (each only when it applies, see the
 /// [module documentation](self)):
 ///
-/// `Description`, `Slice`, `Type`, `ExecStart`, `Environment`, `User`,
+/// `Description`, `Slice`, `Type`, (`NotifyAccess`), `ExecStart`, `Environment`, `User`,
 /// `Group`, `WorkingDirectory`, `Restart`, `RestartUSec`,
 /// `StartLimitIntervalUSec`, `CollectMode`, `MemoryAccounting`,
 /// `CPUAccounting`, `TasksAccounting`, `MemoryMax`, `MemoryLow`,
@@ -766,6 +826,15 @@ pub fn marker_environment(daemonset: &str, revision: &str, labels: &Labels) -> V
 ///
 /// Decisions, beyond the one-to-one fields:
 ///
+/// - A daemon declared `notify` gets `Type=notify`: systemd keeps the unit
+///   `activating` until the daemon sends `READY=1`, so an active unit is a
+///   ready daemon. `NotifyAccess=all` rather than `main`: a daemon started
+///   by a wrapper script, or one that notifies from a helper process
+///   (`systemd-notify --ready` in a shell script is a child of the shell),
+///   would otherwise have its `READY=1` dropped by systemd and never become
+///   active; the cgroup holds only the daemon's own processes. A daemon
+///   that never sends it fails after systemd's start timeout
+///   (`DefaultTimeoutStartSec`, 90 s) and is restarted.
 /// - `ExecStart` is `(argv[0], argv, false)`. A bare `argv[0]` stays bare:
 ///   systemd looks it up in its `PATH` (notes §7). When [`needs_exec_shim`]
 ///   says so, it is `(exec_shim, [exec_shim, "exec"], false)` and the argv
@@ -818,7 +887,12 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
 
     push("Description", str(&description(&ds.name, &revision)));
     push("Slice", str(SLICE));
-    push("Type", str("exec"));
+    if process.notify {
+        push("Type", str("notify"));
+        push("NotifyAccess", str("all"));
+    } else {
+        push("Type", str("exec"));
+    }
 
     let shim = needs_exec_shim(&process.argv);
     if shim {

@@ -930,8 +930,6 @@ fn warned_no_ops() {
         [
             "ds.yaml:5:14: metadata.namespace: warning: ignored: namespaces do not exist on a \
              host; the unit is hostset-agent.service",
-            "ds.yaml:16:9: spec.template.spec.containers[0].livenessProbe: warning: ignored: \
-             probes are not yet supported; the daemon counts as ready when its unit is active",
             "ds.yaml:19:41: spec.template.spec.containers[0].ports[0].hostIP: warning: ignored: \
              the daemon binds the addresses it chooses; hostset forwards no ports",
             "ds.yaml:20:18: spec.template.spec.dnsPolicy: warning: ignored: there is no cluster \
@@ -1115,4 +1113,150 @@ fn type_errors_and_nulls() {
     )));
     assert_eq!(ds.template.termination_grace_period_seconds, 30);
     assert_eq!(ds.template.restart_policy, "Always");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes and Type=notify.
+
+#[test]
+fn probes_are_decoded_with_kubernetes_defaults() {
+    use hostset::spec::{HttpGetAction, HttpHeader, PortRef, Probe, ProbeHandler};
+    let text = agent(
+        "        ports:\n        - {name: metrics, containerPort: 9100}\n        \
+         readinessProbe:\n          httpGet:\n            path: /metrics\n            port: metrics\n            \
+         httpHeaders:\n            - {name: X-Probe, value: hostset}\n          periodSeconds: 5\n        \
+         livenessProbe:\n          tcpSocket: {port: 9100}\n          failureThreshold: 0\n          \
+         terminationGracePeriodSeconds: 5\n        \
+         startupProbe:\n          exec: {command: [/usr/bin/test, -e, /run/agent.ready]}\n          \
+         failureThreshold: 30\n          periodSeconds: 1\n",
+    );
+    let ds = only(yaml(&text));
+    let p = &ds.template.process;
+    assert_eq!(
+        p.readiness_probe,
+        Some(Probe {
+            period_seconds: 5,
+            ..Probe::new(ProbeHandler::HttpGet(HttpGetAction {
+                path: "/metrics".into(),
+                port: PortRef::Name("metrics".into()),
+                host: String::new(),
+                scheme: "HTTP".into(),
+                http_headers: vec![HttpHeader {
+                    name: "X-Probe".into(),
+                    value: "hostset".into(),
+                }],
+            }))
+        })
+    );
+    // failureThreshold 0 takes the default, as Go's zero value does.
+    assert_eq!(
+        p.liveness_probe,
+        Some(Probe {
+            termination_grace_period_seconds: Some(5),
+            ..Probe::new(ProbeHandler::TcpSocket {
+                host: String::new(),
+                port: PortRef::Number(9100),
+            })
+        })
+    );
+    assert_eq!(
+        p.startup_probe,
+        Some(Probe {
+            failure_threshold: 30,
+            period_seconds: 1,
+            ..Probe::new(ProbeHandler::Exec {
+                command: vec![
+                    "/usr/bin/test".into(),
+                    "-e".into(),
+                    "/run/agent.ready".into()
+                ],
+            })
+        })
+    );
+    assert_eq!(p.resolve_port(&PortRef::Name("metrics".into())), Some(9100));
+    assert!(!p.notify);
+}
+
+#[test]
+fn probe_errors_name_the_field() {
+    let text = agent(
+        "        readinessProbe:\n          grpc: {port: 9090}\n        \
+         livenessProbe:\n          httpGet: {port: http, scheme: FTP, path: metrics}\n          \
+         initialDelaySeconds: 2\n          successThreshold: 2\n        \
+         startupProbe:\n          periodSeconds: -1\n          tcpSocket: {port: 70000, host: \"bad host\"}\n",
+    );
+    assert_eq!(
+        diags(&text),
+        [
+            "ds.yaml:16:11: spec.template.spec.containers[0].readinessProbe.grpc: grpc \
+             probes are not supported (hostset has no gRPC client): use tcpSocket with the same \
+             port to check that it accepts connections, or exec with a health-check command such \
+             as grpc_health_probe -addr=127.0.0.1:PORT",
+            "ds.yaml:18:27: spec.template.spec.containers[0].livenessProbe.httpGet.port: \
+             invalid value \"http\": no port of the process has this name (the process declares \
+             no named ports); give the number, or name the port under ports",
+            "ds.yaml:18:41: spec.template.spec.containers[0].livenessProbe.httpGet.scheme: \
+             unsupported value \"FTP\": supported values: \"HTTP\", \"HTTPS\"",
+            "ds.yaml:18:52: spec.template.spec.containers[0].livenessProbe.httpGet.path: \
+             invalid value \"metrics\": must start with '/'",
+            "ds.yaml:20:29: spec.template.spec.containers[0].livenessProbe.successThreshold: \
+             invalid value 2: must be 1 (one success is enough to count a liveness probe \
+             as passed)",
+            "ds.yaml:22:26: spec.template.spec.containers[0].startupProbe.periodSeconds: \
+             invalid value -1: must be greater than or equal to 0",
+            "ds.yaml:23:29: spec.template.spec.containers[0].startupProbe.tcpSocket.port: \
+             invalid value 70000: must be between 1 and 65535, inclusive",
+            "ds.yaml:23:42: spec.template.spec.containers[0].startupProbe.tcpSocket.host: \
+             invalid value \"bad host\": must be an IP address or a host name: a lowercase \
+             RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character (e.g. 'example.com')",
+        ]
+    );
+}
+
+#[test]
+fn a_probe_needs_a_handler_and_a_readiness_probe_no_grace_period() {
+    let text = agent(
+        "        readinessProbe:\n          periodSeconds: 3\n          terminationGracePeriodSeconds: 10\n        \
+         livenessProbe:\n          exec: {command: []}\n          terminationGracePeriodSeconds: 0\n          \
+         httpGet: {port: 8080, httpHeaders: [{name: \"Bad Header\", value: x}]}\n",
+    );
+    assert_eq!(
+        diags(&text),
+        [
+            "ds.yaml:16:11: spec.template.spec.containers[0].readinessProbe: must specify a \
+             handler type: exec, httpGet or tcpSocket",
+            "ds.yaml:17:42: spec.template.spec.containers[0].readinessProbe.terminationGracePeriodSeconds: \
+             must not be set for readinessProbes (a failing readiness probe restarts nothing)",
+            "ds.yaml:19:18: spec.template.spec.containers[0].livenessProbe.exec.command: \
+             required: the program to run and its arguments, e.g. [\"/usr/bin/test\", \"-S\", \
+             \"/run/daemon.sock\"]",
+            "ds.yaml:20:42: spec.template.spec.containers[0].livenessProbe.terminationGracePeriodSeconds: \
+             invalid value 0: must be greater than 0",
+            "ds.yaml:21:11: spec.template.spec.containers[0].livenessProbe.httpGet: may not \
+             specify more than 1 handler type",
+        ]
+    );
+}
+
+#[test]
+fn the_notify_annotation_makes_a_notify_daemon() {
+    let with = |value: &str| {
+        agent("").replace(
+            "      labels: {app: agent}\n",
+            &format!(
+                "      labels: {{app: agent}}\n      annotations: {{hostset.io/notify: \"{value}\"}}\n"
+            ),
+        )
+    };
+    assert!(only(yaml(&with("true"))).template.process.notify);
+    assert!(!only(yaml(&with("false"))).template.process.notify);
+    assert_eq!(
+        diags(&with("yes")),
+        [
+            "ds.yaml:11:21: spec.template.annotations: invalid value \"yes\" for \
+          hostset.io/notify: \"true\" (the daemon sends READY=1 through sd_notify when it is \
+          ready) or \"false\""
+        ]
+    );
 }

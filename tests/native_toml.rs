@@ -429,3 +429,74 @@ fn orphan_on_delete_annotation_is_true_or_false() {
         "ds.toml:8:17: annotations: invalid value \"yes\" for hostset.io/orphan-on-delete: \"true\" (deleting the spec leaves the units running) or \"false\"",
     );
 }
+
+#[test]
+fn probes_and_notify() {
+    use hostset::spec::{HttpGetAction, PortRef, Probe, ProbeHandler};
+    let ds = parse_ok(&format!(
+        "{MINIMAL}notify = true\n\
+         ports = [{{ name = \"metrics\", port = 9100 }}]\n\
+         readinessProbe.httpGet = {{ port = \"metrics\", path = \"/metrics\" }}\n\
+         readinessProbe.periodSeconds = 5\n\
+         livenessProbe.tcpSocket = {{ port = 9100 }}\n\
+         startupProbe.exec.command = [\"/usr/bin/test\", \"-e\", \"/run/agent.ready\"]\n"
+    ));
+    let p = &ds.template.process;
+    assert!(p.notify);
+    assert_eq!(
+        p.readiness_probe,
+        Some(Probe {
+            period_seconds: 5,
+            ..Probe::new(ProbeHandler::HttpGet(HttpGetAction {
+                path: "/metrics".into(),
+                port: PortRef::Name("metrics".into()),
+                host: String::new(),
+                scheme: "HTTP".into(),
+                http_headers: Vec::new(),
+            }))
+        })
+    );
+    assert_eq!(
+        p.liveness_probe,
+        Some(Probe::new(ProbeHandler::TcpSocket {
+            host: String::new(),
+            port: PortRef::Number(9100),
+        }))
+    );
+    assert!(matches!(
+        &p.startup_probe,
+        Some(Probe { handler: Some(ProbeHandler::Exec { command }), .. }) if command.len() == 3
+    ));
+    // Without probes and notify, nothing changes (nor does the revision: see unit_mapping).
+    let plain = parse_ok(MINIMAL);
+    assert!(!plain.template.process.notify);
+    assert!(!plain.template.process.has_probes());
+}
+
+#[test]
+fn probe_diagnostics_use_the_native_paths() {
+    let got = diagnostics(&format!(
+        "{MINIMAL}readinessProbe.httpGet = {{ port = 9100, path = \"/metrics\" }}\n\
+         readinessProbe.periodSecond = 5\n\
+         livenessProbe.httpGet = {{ port = \"web\" }}\n\
+         livenessProbe.successThreshold = 3\n\
+         startupProbe.grpc = {{ port = 9090 }}\n\
+         notify = \"yes\"\n"
+    ));
+    assert_eq!(
+        got,
+        [
+            "ds.toml:9:16: readinessProbe.periodSecond: unknown field \"periodSecond\", did you \
+             mean \"periodSeconds\"?",
+            "ds.toml:10:34: livenessProbe.httpGet.port: invalid value \"web\": no port of the \
+             process has this name (the process declares no named ports); give the number, or \
+             name the port under ports",
+            "ds.toml:11:34: livenessProbe.successThreshold: invalid value 3: must be 1 (one \
+             success is enough to count a liveness probe as passed)",
+            "ds.toml:12:14: startupProbe.grpc: grpc probes are not supported (hostset has no gRPC \
+             client): use tcpSocket with the same port to check that it accepts connections, or \
+             exec with a health-check command such as grpc_health_probe -addr=127.0.0.1:PORT",
+            "ds.toml:13:10: notify: must be true or false, not a string",
+        ]
+    );
+}

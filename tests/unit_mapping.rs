@@ -1144,3 +1144,50 @@ fn spec_env_cannot_forge_the_markers() {
     });
     assert_eq!(argv_from_env(vars), Some(strings(&["/bin/echo", "$x"])));
 }
+
+#[test]
+fn a_notify_daemon_is_type_notify_with_notify_access_all() {
+    let mut ds = demo();
+    ds.template.process.notify = true;
+    let u = spec(&ds);
+    assert_eq!(u.property("Type"), Some(&s("notify")));
+    assert_eq!(u.property("NotifyAccess"), Some(&s("all")));
+    let plain = spec(&demo());
+    assert_eq!(plain.property("Type"), Some(&s("exec")));
+    assert_eq!(plain.property("NotifyAccess"), None);
+}
+
+#[test]
+fn probes_and_notify_are_part_of_the_revision() {
+    use hostset::spec::{PortRef, Probe, ProbeHandler};
+    let base = revision(&demo().template);
+    let tcp = Probe::new(ProbeHandler::TcpSocket {
+        host: String::new(),
+        port: PortRef::Number(80),
+    });
+    let mut seen = BTreeSet::from([base]);
+    type Change<'a> = Box<dyn Fn(&mut hostset::spec::Process) + 'a>;
+    let variants: Vec<Change> = vec![
+        Box::new(|p| p.notify = true),
+        Box::new(|p| p.readiness_probe = Some(tcp.clone())),
+        Box::new(|p| p.liveness_probe = Some(tcp.clone())),
+        Box::new(|p| p.startup_probe = Some(tcp.clone())),
+        Box::new(|p| {
+            p.readiness_probe = Some(Probe {
+                period_seconds: 5,
+                ..tcp.clone()
+            })
+        }),
+        Box::new(|p| {
+            p.readiness_probe = Some(Probe::new(ProbeHandler::TcpSocket {
+                host: String::new(),
+                port: PortRef::Name("http".into()),
+            }))
+        }),
+    ];
+    for change in &variants {
+        let mut ds = demo();
+        change(&mut ds.template.process);
+        assert!(seen.insert(revision(&ds.template)), "a revision repeats");
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: `/etc/hostset/agent.toml` and the command line.
 //! - [`conditions`]: memory and disk pressure as node taints.
+//! - [`probes`]: running the daemons' probes (exec, HTTP GET, TCP connect).
 //! - [`report`]: reporting to the coordinator (full reports, heartbeats, goodbye).
 //! - [`run`]: the event loop around [`crate::plan`].
 //!
@@ -15,6 +16,7 @@
 
 pub mod conditions;
 pub mod config;
+pub mod probes;
 pub mod report;
 pub mod run;
 

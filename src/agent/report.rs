@@ -330,7 +330,7 @@ pub struct Reporter {
 
 /// Install rustls' ring provider as the process default, once (reqwest's
 /// `-no-provider` features use the default provider).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Already installed by someone else in this process: fine, theirs is used.

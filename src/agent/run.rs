@@ -8,7 +8,8 @@
 //! - Nothing is polled while nothing changes: inotify on the spec directory
 //!   and the node file, systemd's signals, and the planner's own deadlines
 //!   (evictions, backoff) wake the loop. The only periodic work is sampling
-//!   memory and disk for pressure conditions, and the watchdog ping.
+//!   memory and disk for pressure conditions, the watchdog ping, and the probes of
+//!   daemons that declare any ([`super::probes`]; none without probes).
 //! - A complete file is acted on at once; a file in the middle of being written is
 //!   waited for ([`FileDebounce`]). A file renamed into place (`IN_MOVED_TO`: what
 //!   editors, package managers and config management do), closed after writing
@@ -52,6 +53,7 @@ use crate::unit::{self, Markers, UnitOptions};
 
 use super::conditions;
 use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
+use super::probes::{self, Followup, Prober};
 use super::report::{self, Reporter};
 use crate::service as sdnotify;
 use crate::source::SpecDir;
@@ -71,6 +73,8 @@ const UNIT_DEBOUNCE: Duration = Duration::from_millis(20);
 const CONDITIONS_INTERVAL: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// What the prober keeps across agent restarts, beside the status file.
+pub const PROBE_STATE_FILE: &str = "probes.json";
 
 /// Per-daemonset retry state after a failed systemd call.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +125,8 @@ pub struct Agent<S: Systemd> {
     reports: watch::Sender<Option<NodeReport>>,
     /// Set by the first pass; `READY=1` is sent after it.
     pub passes: u64,
+    /// The daemons' probes.
+    prober: Prober,
 }
 
 impl<S: Systemd> Agent<S> {
@@ -134,6 +140,11 @@ impl<S: Systemd> Agent<S> {
         status_path: Option<PathBuf>,
     ) -> Self {
         let specs = SpecDir::new(&config.spec_dir);
+        let prober = Prober::new(
+            status_path
+                .as_ref()
+                .map(|p| p.with_file_name(PROBE_STATE_FILE)),
+        );
         let pressure = conditions::PressureTracker::new(config.thresholds.transition_period);
         Agent {
             pressure,
@@ -163,6 +174,7 @@ impl<S: Systemd> Agent<S> {
             last_report: None,
             reports: watch::Sender::new(None),
             passes: 0,
+            prober,
         }
     }
 
@@ -487,6 +499,7 @@ impl<S: Systemd> Agent<S> {
                 self.note_failure(&ds, e.to_string());
             }
         }
+        self.sync_probes(&units, &desired);
         self.write_report(&node, &desired, &p, errors);
         let wake = p.wake_at.map(|w| self.origin + w);
         // A failed call is retried when its backoff ends.
@@ -706,9 +719,30 @@ impl<S: Systemd> Agent<S> {
         self.fill_readiness(ds);
     }
 
-    /// `ready`, `ready_since` and `readiness` of `ds` (after its live numbers).
+    /// `ready`, `ready_since` and `readiness` of `ds` (after its live numbers): the unit is
+    /// active and, for a unit of the desired revision, its probes say it is ready.
     fn fill_readiness(&self, ds: &mut DaemonSetReport) {
         let active = ds.state == "active/running";
+        let of_desired =
+            !ds.current_revision.is_empty() && ds.current_revision == ds.desired_revision;
+        let process = self
+            .in_force
+            .get(&ds.name)
+            .filter(|_| of_desired)
+            .map(|d| &d.template.process);
+        if active && let Some(r) = self.prober.readiness(&ds.unit) {
+            ds.ready = r.ready;
+            ds.ready_since = r.ready_since;
+            ds.readiness = r.reason;
+            return;
+        }
+        if active && process.is_some_and(|p| p.has_probes()) {
+            // Met before its live numbers could be read: the probes start with them.
+            ds.ready = false;
+            ds.ready_since = None;
+            ds.readiness = "the probes have not started yet".to_string();
+            return;
+        }
         ds.ready = active;
         ds.ready_since = if active { ds.started_at } else { None };
         ds.readiness = if active {
@@ -716,8 +750,100 @@ impl<S: Systemd> Agent<S> {
         } else if ds.state.is_empty() || ds.state == "absent" {
             "no unit runs it".to_string()
         } else {
-            format!("unit is {}", ds.state)
+            let mut why = format!("unit is {}", ds.state);
+            if ds.state == "activating/start" && process.is_some_and(|p| p.notify) {
+                why.push_str(": waiting for the daemon to send READY=1");
+            }
+            if let Some(killed) = self.prober.killed(&ds.unit) {
+                why = format!("{why} (restarted after: {killed})");
+            }
+            why
         };
+    }
+
+    /// Hand the units of this pass to the prober.
+    fn sync_probes(&mut self, units: &[ObservedUnit], desired: &[Desired]) {
+        let live = &self.live;
+        let observed = units.iter().map(|u| {
+            let details = live.get(&u.name);
+            probes::Observed {
+                unit: &u.name,
+                active: u.active_state == "active",
+                invocation: details.map_or("", |d| d.invocation_id.as_str()),
+                active_enter_usec: details.map_or(0, |d| d.active_enter_timestamp_usec),
+                desired: u.markers.as_ref().and_then(|m| {
+                    desired
+                        .iter()
+                        .find(|d| d.ds.name == m.daemonset && d.unit.revision == m.revision)
+                        .map(|d| &d.ds)
+                }),
+            }
+        });
+        self.prober.sync(observed);
+    }
+
+    /// When the prober next needs the loop (a probe or a kill due); `None` without probes.
+    pub fn probe_wake(&self) -> Option<Instant> {
+        self.prober.next_wake().map(tokio::time::Instant::into_std)
+    }
+
+    /// Send SIGKILL where a daemon outlived its grace period after a probe killed it, and
+    /// start the probes that are due.
+    pub async fn probe_tick(&mut self) {
+        for (unit, invocation) in self.prober.take_due_kills() {
+            match self.systemd.details(&unit).await {
+                Ok(d) if d.invocation_id == invocation && d.main_pid != 0 => {
+                    warn!(%unit, "still running after its grace period; sending SIGKILL");
+                    if let Err(e) = self.systemd.kill(&unit, "all", SIGKILL).await {
+                        warn!(%unit, error = %e, "cannot kill the daemon");
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.prober.start_due();
+    }
+
+    /// Whether probes are running.
+    pub fn probing(&self) -> bool {
+        self.prober.busy()
+    }
+
+    /// The next probe to finish (pending forever when none runs).
+    pub async fn probe_done(&mut self) -> probes::Done {
+        self.prober.next_done().await
+    }
+
+    /// Take a finished probe: report a change of readiness, kill a daemon whose liveness or
+    /// startup probe failed (systemd restarts it).
+    pub async fn on_probe(&mut self, done: probes::Done) {
+        match self.prober.record(done) {
+            Followup::None => {}
+            Followup::Report => self.republish(),
+            Followup::Kill { unit, reason } => {
+                warn!(%unit, %reason, "restarting the daemon");
+                if let Err(e) = self.systemd.kill(&unit, "main", SIGTERM).await {
+                    warn!(%unit, error = %e, "cannot kill the daemon");
+                }
+                self.republish();
+            }
+        }
+    }
+
+    /// The last report with its readiness filled in again; written and sent when it changed.
+    fn republish(&mut self) {
+        let Some(mut report) = self.last_report.clone() else {
+            return;
+        };
+        for ds in &mut report.daemonsets {
+            self.fill_readiness(ds);
+        }
+        if Some(&report) != self.last_report.as_ref() {
+            report.generated_at = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.publish(report);
+        }
     }
 
     /// The stats tick: read every cached unit's numbers again (memory and CPU change without
@@ -753,7 +879,7 @@ impl<S: Systemd> Agent<S> {
 }
 
 /// Write `data` to `path` through a temporary file and a rename.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -770,8 +896,12 @@ enum Wake {
     Conditions,
     Stats,
     Watchdog,
+    Probe(probes::Done),
     Shutdown,
 }
+
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
 
 /// Run the agent until `shutdown` completes, reporting to the configured coordinator, if
 /// any. Unusable TLS material for the coordinator (`ca_file`, `cert_file`, `key_file`) is an
@@ -851,7 +981,10 @@ pub async fn run_with_reporter<S: Systemd>(
         (a, b) => a.or(b),
     };
     loop {
-        let deadline = earliest(earliest(files_due, pass_due), next);
+        let deadline = earliest(
+            earliest(earliest(files_due, pass_due), next),
+            agent.probe_wake(),
+        );
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -866,6 +999,7 @@ pub async fn run_with_reporter<S: Systemd>(
             _ = conditions_tick.tick() => Wake::Conditions,
             _ = stats_tick.tick() => Wake::Stats,
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
+            done = agent.probe_done(), if agent.probing() => Wake::Probe(done),
         };
         let now = Instant::now();
         match wake {
@@ -905,6 +1039,7 @@ pub async fn run_with_reporter<S: Systemd>(
             }
             Wake::Stats => agent.refresh_live().await,
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
+            Wake::Probe(done) => agent.on_probe(done).await,
             Wake::Timer => {
                 let mut due = next.is_some_and(|t| t <= now) || pass_due.is_some_and(|t| t <= now);
                 if files_due.is_some_and(|t| t <= now) {
@@ -918,6 +1053,7 @@ pub async fn run_with_reporter<S: Systemd>(
                     pass_due = None;
                     next = agent.reconcile().await;
                 }
+                agent.probe_tick().await;
             }
         }
     }

@@ -61,7 +61,7 @@
 //! | `schedulerName` | warned | unless `default-scheduler`: hostset places the daemon itself |
 //! | `runtimeClassName` | warned | the daemon runs on the host, not in a container runtime |
 //! | `topologySpreadConstraints` | warned | one daemon per host leaves nothing to spread |
-//! | `readinessGates` | warned | the daemon counts as ready when its unit is active |
+//! | `readinessGates` | warned | there are no pod conditions to gate on: readiness is the unit's state and the probes |
 //! | `overhead` | warned | there is no pod sandbox to account for |
 //! | `os.name` | checked | `linux` only: hostset runs on Linux hosts |
 //! | `imagePullSecrets`, `enableServiceLinks` | skipped | no images are pulled; there are no Services to link |
@@ -100,7 +100,9 @@
 //! | `securityContext.allowPrivilegeEscalation` | warned | when `false`: not enforced |
 //! | `securityContext.readOnlyRootFilesystem` | warned | when `true`: the daemon sees the host's filesystem |
 //! | `securityContext.procMount` | skipped | the daemon sees the host's `/proc` |
-//! | `livenessProbe`, `readinessProbe`, `startupProbe` | warned | not yet supported; the daemon counts as ready when its unit is active |
+//! | `livenessProbe`, `readinessProbe`, `startupProbe` | used | run by the agent: `exec` (as the daemon's user, in its environment and working directory), `httpGet` (host default `127.0.0.1`: the daemon is on the host's network; HTTPS without certificate verification, as kubelet), `tcpSocket`; timing and thresholds defaulted as Kubernetes; a named port must name one of the container's ports |
+//! | `livenessProbe.grpc` (and the others') | error | hostset has no gRPC client: use `tcpSocket` on the same port, or `exec` with a health-check command |
+//! | `metadata.annotations[hostset.io/notify]` (template) | used | `"true"`: the daemon signals `READY=1` (`Type=notify`); its unit is active, and so ready, only after that |
 //! | `lifecycle` | warned | hooks are not yet supported |
 //! | `stdin`, `stdinOnce`, `tty` | warned | when `true`: a daemon's input is `/dev/null`, its output goes to the journal |
 //! | `restartPolicy`, `restartPolicyRules` (container) | error | for sidecar init containers; the pod's `restartPolicy` applies |
@@ -117,7 +119,10 @@ use crate::syntax::is_dns1123_label;
 use super::decode::{Cx, Obj, required_path};
 use super::doc::{Node, Pos, Value};
 use super::model::*;
-use super::native::{PROCESS_NAME, label_requirement, node_selector_term, quantities, toleration};
+use super::native::{
+    ANNOTATION_NOTIFY, PROCESS_NAME, label_requirement, node_selector_term, probes, quantities,
+    toleration,
+};
 use super::validate::TEMPLATE_SPEC;
 
 /// The only apiVersion read.
@@ -234,8 +239,6 @@ const ONE_PROCESS: &str =
     "hostset runs one process per daemonset; run sidecars as their own daemonset";
 const NO_API_SERVER_CLAIMS: &str = "resource claims are not supported: dynamic resource \
      allocation needs an API server, which a host does not have";
-const PROBES: &str =
-    "ignored: probes are not yet supported; the daemon counts as ready when its unit is active";
 const DNS: &str =
     "ignored: there is no cluster DNS; the daemon uses the host's resolver (/etc/resolv.conf)";
 const HOSTNAME: &str = "ignored: the daemon sees the host's own hostname";
@@ -617,7 +620,8 @@ fn pod_spec(cx: &mut Cx, mut o: Obj<'_>, t: &mut PodTemplate) -> bool {
         cx,
         &mut o,
         "readinessGates",
-        "ignored: the daemon counts as ready when its unit is active",
+        "ignored: there are no pod conditions to gate on; readiness is the unit's state and the \
+         probes",
     );
     warn(
         cx,
@@ -932,9 +936,8 @@ fn container(
     .over(pod_security);
     apply_security(cx, path, security, &mut t.process);
 
-    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        warn(cx, &mut o, key, PROBES);
-    }
+    probes(cx, &mut o, &mut t.process);
+    t.process.notify = t.annotations.get(ANNOTATION_NOTIFY).map(String::as_str) == Some("true");
     warn(
         cx,
         &mut o,

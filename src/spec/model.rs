@@ -105,6 +105,121 @@ pub struct Process {
     pub group: String,
     pub resources: Resources,
     pub ports: Vec<Port>,
+    /// The daemon tells systemd when it is ready (`sd_notify("READY=1")`): the unit gets
+    /// `Type=notify` and is active only from then on. Native `notify = true`; in Kubernetes
+    /// manifests the template annotation `hostset.io/notify: "true"`.
+    pub notify: bool,
+    /// `livenessProbe`: failing it restarts the unit.
+    pub liveness_probe: Option<Probe>,
+    /// `readinessProbe`: the daemon is ready only while it passes.
+    pub readiness_probe: Option<Probe>,
+    /// `startupProbe`: the other two wait until it has succeeded; failing it restarts the unit.
+    pub startup_probe: Option<Probe>,
+}
+
+/// `v1.Probe`, defaulted as `SetDefaults_Probe` does (a value of 0 takes the default, as
+/// Go's zero value does in Kubernetes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// `None` when no handler was written (validation reports it).
+    pub handler: Option<ProbeHandler>,
+    /// `initialDelaySeconds`, default 0.
+    pub initial_delay_seconds: i64,
+    /// `timeoutSeconds`, default 1.
+    pub timeout_seconds: i64,
+    /// `periodSeconds`, default 10.
+    pub period_seconds: i64,
+    /// `successThreshold`, default 1 (must be 1 for liveness and startup probes).
+    pub success_threshold: i64,
+    /// `failureThreshold`, default 3.
+    pub failure_threshold: i64,
+    /// `terminationGracePeriodSeconds` of the probe: the stop timeout when a liveness or
+    /// startup failure restarts the daemon (instead of the template's).
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Probe {
+    /// A probe with `handler` and Kubernetes' default timing.
+    pub fn new(handler: ProbeHandler) -> Probe {
+        Probe {
+            handler: Some(handler),
+            initial_delay_seconds: 0,
+            timeout_seconds: 1,
+            period_seconds: 10,
+            success_threshold: 1,
+            failure_threshold: 3,
+            termination_grace_period_seconds: None,
+        }
+    }
+}
+
+/// The one action of a probe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeHandler {
+    /// `exec.command`: run as the daemon's user, in its environment and directory; exit
+    /// status 0 passes.
+    Exec { command: Vec<String> },
+    /// `httpGet`: a status from 200 to 399 passes.
+    HttpGet(HttpGetAction),
+    /// `tcpSocket`: a connection that opens passes.
+    TcpSocket { host: String, port: PortRef },
+}
+
+/// `v1.HTTPGetAction`, defaulted (`path` `/`, `scheme` `HTTP`, `host` `127.0.0.1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpGetAction {
+    pub path: String,
+    pub port: PortRef,
+    /// As written; empty means the host itself (`127.0.0.1`: the daemon shares the host's
+    /// network).
+    pub host: String,
+    /// `HTTP` or `HTTPS` (validation rejects others).
+    pub scheme: String,
+    /// `httpHeaders`, in order.
+    pub http_headers: Vec<HttpHeader>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// A probe's `port`: a number or the name of one of the process's `ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Process {
+    /// The number `port` stands for: itself, or the `containerPort` of the port of that name.
+    pub fn resolve_port(&self, port: &PortRef) -> Option<u16> {
+        match port {
+            PortRef::Number(n) => u16::try_from(*n).ok().filter(|&n| n != 0),
+            PortRef::Name(name) => self
+                .ports
+                .iter()
+                .find(|p| &p.name == name)
+                .and_then(|p| u16::try_from(p.container_port).ok()),
+        }
+    }
+
+    /// Whether any probe is declared.
+    pub fn has_probes(&self) -> bool {
+        self.liveness_probe.is_some()
+            || self.readiness_probe.is_some()
+            || self.startup_probe.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

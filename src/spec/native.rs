@@ -35,6 +35,10 @@ const TOP_LEVEL: &[&str] = &[
     "resources",
     "ports",
     "mounts",
+    "notify",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
     "updateStrategy",
     "minReadySeconds",
     "revisionHistoryLimit",
@@ -117,6 +121,11 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
         template.host_network = h;
     }
 
+    let notify_annotation = template
+        .annotations
+        .get(ANNOTATION_NOTIFY)
+        .map(String::as_str)
+        == Some("true");
     let process = &mut template.process;
     process.name = PROCESS_NAME.into();
     process.argv = o.string_list(cx, "command");
@@ -146,6 +155,8 @@ pub fn decode(cx: &mut Cx, root: &Node) -> Option<DaemonSet> {
         .into_iter()
         .filter_map(|(p, n)| port(cx, &p, n))
         .collect();
+    probes(cx, &mut o, process);
+    process.notify = o.bool(cx, "notify").unwrap_or(false) || notify_annotation;
     let mounts: Vec<(String, Mount)> = o
         .list(cx, "mounts")
         .into_iter()
@@ -375,4 +386,153 @@ pub fn path_from_k8s(k8s: &str) -> String {
         }
     }
     k8s.to_string()
+}
+
+/// The probe fields of a process, in the order they are read.
+pub(crate) const PROBE_FIELDS: [&str; 3] = ["livenessProbe", "readinessProbe", "startupProbe"];
+
+/// The template annotation that declares a `Type=notify` daemon in a Kubernetes manifest
+/// (native specs may write `notify = true` instead).
+pub const ANNOTATION_NOTIFY: &str = "hostset.io/notify";
+
+/// Kubernetes' default `periodSeconds`, `timeoutSeconds`, `successThreshold`,
+/// `failureThreshold` (`SetDefaults_Probe`): a value of 0 takes the default.
+fn probe_int(cx: &mut Cx, o: &mut Obj<'_>, key: &'static str, default: i64) -> i64 {
+    match o.int(cx, key) {
+        None | Some(0) => default,
+        Some(v) => v,
+    }
+}
+
+/// A probe's `port`: an integer or a port name.
+fn port_ref(cx: &mut Cx, o: &mut Obj<'_>) -> Option<PortRef> {
+    let Some((p, n)) = o.get(cx, "port") else {
+        let p = o.child("port");
+        cx.error(
+            &p,
+            Some(o.pos),
+            "required: the port number, or the name of one of the process's ports",
+        );
+        return None;
+    };
+    match &n.value {
+        Value::Int(i) => Some(PortRef::Number(*i)),
+        Value::Str(s) => Some(PortRef::Name(s.clone())),
+        _ => {
+            cx.error(
+                &p,
+                Some(n.pos),
+                format!(
+                    "must be a port number or the name of one of the process's ports, not {}",
+                    n.value.kind()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `livenessProbe`, `readinessProbe` or `startupProbe` (`v1.Probe`), in either format.
+/// Structure only: exactly one handler (`exec`, `httpGet`, `tcpSocket`), `grpc` refused;
+/// the values are checked by validation.
+pub(crate) fn probe(cx: &mut Cx, path: &str, n: &Node) -> Option<Probe> {
+    let mut o = Obj::new(cx, path, n)?;
+    let mut handlers: Vec<(String, ProbeHandler)> = Vec::new();
+    if let Some(mut e) = o.obj(cx, "exec") {
+        let command = e.string_list(cx, "command");
+        handlers.push((e.path.clone(), ProbeHandler::Exec { command }));
+        e.finish(cx);
+    }
+    if let Some(mut h) = o.obj(cx, "httpGet") {
+        let path_value = h.string(cx, "path").unwrap_or_default();
+        let port = port_ref(cx, &mut h);
+        let host = h.string(cx, "host").unwrap_or_default();
+        let scheme = h
+            .string(cx, "scheme")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "HTTP".into());
+        let http_headers = h
+            .list(cx, "httpHeaders")
+            .into_iter()
+            .filter_map(|(p, n)| {
+                let mut o = Obj::new(cx, &p, n)?;
+                let header = HttpHeader {
+                    name: o.string(cx, "name").unwrap_or_default(),
+                    value: o.string(cx, "value").unwrap_or_default(),
+                };
+                o.finish(cx);
+                Some(header)
+            })
+            .collect();
+        if let Some(port) = port {
+            handlers.push((
+                h.path.clone(),
+                ProbeHandler::HttpGet(HttpGetAction {
+                    path: if path_value.is_empty() {
+                        "/".into()
+                    } else {
+                        path_value
+                    },
+                    port,
+                    host,
+                    scheme,
+                    http_headers,
+                }),
+            ));
+        }
+        h.finish(cx);
+    }
+    if let Some(mut t) = o.obj(cx, "tcpSocket") {
+        let port = port_ref(cx, &mut t);
+        let host = t.string(cx, "host").unwrap_or_default();
+        if let Some(port) = port {
+            handlers.push((t.path.clone(), ProbeHandler::TcpSocket { host, port }));
+        }
+        t.finish(cx);
+    }
+    let grpc = o.get(cx, "grpc");
+    if let Some((p, n)) = &grpc {
+        cx.error(
+            p,
+            cx.pos_of(p).or(Some(n.pos)),
+            "grpc probes are not supported (hostset has no gRPC client): use tcpSocket with the \
+             same port to check that it accepts connections, or exec with a health-check \
+             command such as grpc_health_probe -addr=127.0.0.1:PORT",
+        );
+    }
+    let written = o.has("exec") || o.has("httpGet") || o.has("tcpSocket");
+    if grpc.is_none() && !written {
+        cx.error(
+            path,
+            Some(o.pos),
+            "must specify a handler type: exec, httpGet or tcpSocket",
+        );
+    }
+    for (p, _) in handlers.iter().skip(1) {
+        cx.error(p, cx.pos_of(p), "may not specify more than 1 handler type");
+    }
+    let probe = Probe {
+        handler: handlers.into_iter().next().map(|(_, h)| h),
+        initial_delay_seconds: o.int(cx, "initialDelaySeconds").unwrap_or(0),
+        timeout_seconds: probe_int(cx, &mut o, "timeoutSeconds", 1),
+        period_seconds: probe_int(cx, &mut o, "periodSeconds", 10),
+        success_threshold: probe_int(cx, &mut o, "successThreshold", 1),
+        failure_threshold: probe_int(cx, &mut o, "failureThreshold", 3),
+        termination_grace_period_seconds: o.int(cx, "terminationGracePeriodSeconds"),
+    };
+    o.finish(cx);
+    Some(probe)
+}
+
+/// The process's three probes, from the object that holds them (the top level of a native
+/// spec, the container of a manifest).
+pub(crate) fn probes(cx: &mut Cx, o: &mut Obj<'_>, process: &mut Process) {
+    for key in PROBE_FIELDS {
+        let decoded = o.get(cx, key).and_then(|(p, n)| probe(cx, &p, n));
+        match key {
+            "livenessProbe" => process.liveness_probe = decoded,
+            "readinessProbe" => process.readiness_probe = decoded,
+            _ => process.startup_probe = decoded,
+        }
+    }
 }

@@ -114,6 +114,26 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
         "spec.template.annotations",
         &ds.template.annotations,
     );
+    if let Some(v) = ds
+        .template
+        .annotations
+        .get(super::native::ANNOTATION_NOTIFY)
+        && v != "true"
+        && v != "false"
+    {
+        f.error_at(
+            "spec.template.annotations",
+            format!(
+                "spec.template.annotations[{}]",
+                super::native::ANNOTATION_NOTIFY
+            ),
+            format!(
+                "invalid value \"{v}\" for {}: \"true\" (the daemon sends READY=1 through \
+                 sd_notify when it is ready) or \"false\"",
+                super::native::ANNOTATION_NOTIFY
+            ),
+        );
+    }
     validate_pod_spec(&mut f, &ds.template);
     validate_update_strategy(&mut f, &ds.update_strategy);
     if ds.min_ready_seconds < 0 {
@@ -569,6 +589,202 @@ fn validate_process(f: &mut Findings, p: &Process, host_network: bool) {
     }
     validate_resources(f, &p.resources);
     validate_ports(f, &p.ports, host_network);
+    for (key, probe) in [
+        ("livenessProbe", &p.liveness_probe),
+        ("readinessProbe", &p.readiness_probe),
+        ("startupProbe", &p.startup_probe),
+    ] {
+        if let Some(probe) = probe {
+            validate_probe(f, p, key, probe);
+        }
+    }
+}
+
+/// `validateProbe` and the container rules about probes (`successThreshold` 1 for liveness
+/// and startup probes, no `terminationGracePeriodSeconds` on a readiness probe), plus what
+/// the agent needs to run the handler: a named port must be one of the process's ports.
+fn validate_probe(f: &mut Findings, process: &Process, key: &str, probe: &Probe) {
+    let base = format!("{CONTAINER}.{key}");
+    for (field, v) in [
+        ("initialDelaySeconds", probe.initial_delay_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ] {
+        if v < 0 {
+            f.error(
+                format!("{base}.{field}"),
+                format!("invalid value {v}: must be greater than or equal to 0"),
+            );
+        }
+    }
+    if key != "readinessProbe" && probe.success_threshold != 1 && probe.success_threshold >= 0 {
+        f.error(
+            format!("{base}.successThreshold"),
+            format!(
+                "invalid value {}: must be 1 (one success is enough to count a {} as passed)",
+                probe.success_threshold,
+                if key == "livenessProbe" {
+                    "liveness probe"
+                } else {
+                    "startup probe"
+                }
+            ),
+        );
+    }
+    match probe.termination_grace_period_seconds {
+        Some(_) if key == "readinessProbe" => f.error(
+            format!("{base}.terminationGracePeriodSeconds"),
+            "must not be set for readinessProbes (a failing readiness probe restarts nothing)",
+        ),
+        Some(g) if g <= 0 => f.error(
+            format!("{base}.terminationGracePeriodSeconds"),
+            format!("invalid value {g}: must be greater than 0"),
+        ),
+        _ => {}
+    }
+    match &probe.handler {
+        // The decoders report a missing handler (or a refused grpc one).
+        None => {}
+        Some(ProbeHandler::Exec { command }) => {
+            let p = format!("{base}.exec.command");
+            match command.first() {
+                None => f.error(
+                    p.clone(),
+                    "required: the program to run and its arguments, e.g. \
+                     [\"/usr/bin/test\", \"-S\", \"/run/daemon.sock\"]",
+                ),
+                Some(prog) if prog.is_empty() => {
+                    f.error(format!("{p}[0]"), "the program must not be empty")
+                }
+                Some(prog) if prog.contains('/') && !prog.starts_with('/') => f.error(
+                    format!("{p}[0]"),
+                    format!(
+                        "\"{prog}\" is a relative path: give an absolute path, or a bare \
+                         program name to look up in PATH"
+                    ),
+                ),
+                Some(_) => {}
+            }
+            for (i, a) in command.iter().enumerate() {
+                if a.contains('\0') {
+                    f.error(format!("{p}[{i}]"), "must not contain a NUL character");
+                }
+            }
+        }
+        Some(ProbeHandler::HttpGet(h)) => {
+            let p = format!("{base}.httpGet");
+            validate_probe_port(f, process, &format!("{p}.port"), &h.port);
+            if !matches!(h.scheme.as_str(), "HTTP" | "HTTPS") {
+                f.error(
+                    format!("{p}.scheme"),
+                    format!(
+                        "unsupported value \"{}\": supported values: \"HTTP\", \"HTTPS\"",
+                        h.scheme
+                    ),
+                );
+            }
+            if !h.path.starts_with('/') {
+                f.error(
+                    format!("{p}.path"),
+                    format!("invalid value \"{}\": must start with '/'", h.path),
+                );
+            }
+            if h.path.bytes().any(|c| c.is_ascii_control() || c == b' ') {
+                f.error(
+                    format!("{p}.path"),
+                    format!(
+                        "invalid value {:?}: must not contain spaces or control characters                          (percent-encode them)",
+                        h.path
+                    ),
+                );
+            }
+            validate_probe_host(f, &format!("{p}.host"), &h.host);
+            for (i, header) in h.http_headers.iter().enumerate() {
+                if header.name.is_empty()
+                    || !header
+                        .name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                {
+                    f.error(
+                        format!("{p}.httpHeaders[{i}].name"),
+                        format!(
+                            "invalid value \"{}\": a valid HTTP header must consist of alphanumeric \
+                             characters or '-' (e.g. 'X-Header-Name', regex used for validation is \
+                             '[-A-Za-z0-9]+')",
+                            header.name
+                        ),
+                    );
+                }
+                if header
+                    .value
+                    .bytes()
+                    .any(|c| c == b'\r' || c == b'\n' || c == 0)
+                {
+                    f.error(
+                        format!("{p}.httpHeaders[{i}].value"),
+                        "must not contain line breaks or NUL characters",
+                    );
+                }
+            }
+        }
+        Some(ProbeHandler::TcpSocket { host, port }) => {
+            let p = format!("{base}.tcpSocket");
+            validate_probe_port(f, process, &format!("{p}.port"), port);
+            validate_probe_host(f, &format!("{p}.host"), host);
+        }
+    }
+}
+
+/// `ValidatePortNumOrName`, and a name must name one of the process's ports.
+fn validate_probe_port(f: &mut Findings, process: &Process, path: &str, port: &PortRef) {
+    match port {
+        PortRef::Number(n) if !(1..=65535).contains(n) => f.error(
+            path,
+            format!("invalid value {n}: must be between 1 and 65535, inclusive"),
+        ),
+        PortRef::Number(_) => {}
+        PortRef::Name(name) => {
+            if let Some(m) = port_name_problems(name) {
+                f.error(path, format!("invalid value \"{name}\": {m}"));
+            } else if !process.ports.iter().any(|p| &p.name == name) {
+                let named: Vec<String> = process
+                    .ports
+                    .iter()
+                    .filter(|p| !p.name.is_empty())
+                    .map(|p| format!("\"{}\"", p.name))
+                    .collect();
+                let known = if named.is_empty() {
+                    "the process declares no named ports".to_string()
+                } else {
+                    format!("named ports: {}", named.join(", "))
+                };
+                f.error(
+                    path,
+                    format!(
+                        "invalid value \"{name}\": no port of the process has this name ({known}); \
+                         give the number, or name the port under ports"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A probe's `host`: empty (the host itself), an IP address or a DNS name.
+fn validate_probe_host(f: &mut Findings, path: &str, host: &str) {
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return;
+    }
+    let problems = is_dns1123_subdomain(&host.to_ascii_lowercase());
+    if let Some(m) = problems.first() {
+        f.error(
+            path,
+            format!("invalid value \"{host}\": must be an IP address or a host name: {m}"),
+        );
+    }
 }
 
 fn validate_resources(f: &mut Findings, r: &Resources) {

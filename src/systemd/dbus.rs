@@ -95,6 +95,9 @@ pub trait Manager {
     /// `StopUnit(ss) -> o`: returns the job path.
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// `KillUnit(ssi)`.
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+
     /// `ResetFailedUnit(s)`.
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
@@ -306,6 +309,13 @@ impl Systemd for Bus {
             .await
             .map(drop)
             .map_err(|e| map_error("StopUnit", unit, e))
+    }
+
+    async fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<(), SystemdError> {
+        self.manager
+            .kill_unit(unit, whom, signal)
+            .await
+            .map_err(|e| map_error("KillUnit", unit, e))
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {

@@ -15,6 +15,8 @@
 //! - `stop` removes the unit at once (`CollectMode=inactive-or-failed`) and
 //!   emits `JobRemoved { result: "done" }` then `UnitRemoved`, in systemd's
 //!   order;
+//! - `kill` of an active unit's processes is a crash: systemd restarts it
+//!   (`Restart=always`), as [`FakeSystemd::crash`] does, whatever the signal;
 //! - `reset_failed` removes a failed unit; on any other it only resets
 //!   NRestarts to 0 and Result to `success`, without an event (as systemd
 //!   252 does);
@@ -53,6 +55,8 @@ pub enum Call {
     Start(UnitSpec),
     /// `stop(unit)`.
     Stop(String),
+    /// `kill(unit, whom, signal)`.
+    Kill(String, String, i32),
     /// `reset_failed(unit)`.
     ResetFailed(String),
     /// `set_description(unit, description)`.
@@ -68,6 +72,7 @@ pub enum Call {
 pub enum Op {
     Start,
     Stop,
+    Kill,
     ResetFailed,
     SetDescription,
     List,
@@ -369,6 +374,18 @@ impl Systemd for FakeSystemd {
             },
         );
         inner.emit_for(unit, Event::UnitRemoved(unit.to_string()));
+        Ok(())
+    }
+
+    async fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<(), SystemdError> {
+        let call = Call::Kill(unit.to_string(), whom.to_string(), signal);
+        let active = {
+            let mut inner = self.enter(Op::Kill, call)?;
+            inner.loaded(unit)?.state.active_state == "active"
+        };
+        if active {
+            self.crash(unit);
+        }
         Ok(())
     }
 

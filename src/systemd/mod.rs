@@ -91,6 +91,15 @@ pub trait Systemd: Send + Sync {
     ) -> impl Future<Output = Result<(), SystemdError>> + Send;
     /// `StopUnit(name, "replace")`.
     fn stop(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    /// `KillUnit(name, whom, signal)`: `whom` is `main` (the main process) or `all` (every
+    /// process of the unit). With `Restart=always` systemd restarts a daemon killed so, and
+    /// counts it in `NRestarts`.
+    fn kill(
+        &self,
+        unit: &str,
+        whom: &str,
+        signal: i32,
+    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
     /// `ResetFailedUnit(name)`.
     fn reset_failed(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
     /// `SetUnitProperties(name, runtime=true, [("Description", s)])`.
