@@ -361,6 +361,7 @@ fn sim_report(i: usize, specs: &[(DaemonSet, String)], now: u64) -> NodeReport {
                 cpu_nanoseconds: runs.then(|| 1_000_000_000 + (i * 13 + d) as u64 * 1_000_003),
                 ready_since: None,
                 readiness: String::new(),
+                ..Default::default()
             }
         })
         .collect();

@@ -524,6 +524,8 @@ fn bench_plan(c: &mut Criterion) {
             no_execute_since: &empty,
             failed_since: &empty,
             backoff_until: &empty,
+            gates: &BTreeMap::new(),
+            ready_since: &empty,
         };
         let p = plan(&input);
         assert_eq!(p.statuses.len(), n);

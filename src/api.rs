@@ -27,6 +27,71 @@ pub struct DaemonSetView {
     /// Seconds since the epoch when the coordinator first saw this daemonset.
     pub created_at: u64,
     pub status: DaemonSetStatus,
+    /// The rolling update (RollingUpdate daemonsets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A daemonset's rolling update as the coordinator paces it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutView {
+    /// The number of the revision in force (`hostset rollout history`).
+    pub revision_number: u64,
+    /// `hostset rollout pause`.
+    pub paused: bool,
+    /// The coordinator runs this revision number instead of the spec file's (`rollout undo`,
+    /// automatic rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_revision: Option<u64>,
+    /// Slots, waiting, skipped and unavailable nodes.
+    pub progress: crate::rollout::Progress,
+    /// Why the rollout stopped by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<crate::rollout::Halt>,
+    /// The last automatic rollback, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<crate::rollout::Halt>,
+    /// Deployment-style conditions: `Progressing` (`NewRevisionRolling`, `RolloutComplete`,
+    /// `ProgressDeadlineExceeded`, `RolloutPaused`, `RolledBack`).
+    pub conditions: Vec<RolloutCondition>,
+}
+
+/// A condition of a rollout, as in a Deployment's `status.conditions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// `GET /v1/daemonsets/{name}/history`: one per revision kept, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    pub number: u64,
+    /// The template hash.
+    pub revision: String,
+    pub created_at: u64,
+    /// The revision in force.
+    pub current: bool,
+    pub file: String,
+    /// The spec file's text (only with `?revision=N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `POST /v1/daemonsets/{name}/rollout/undo`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoRequest {
+    /// The revision number to return to; the one before the current when absent.
+    #[serde(default)]
+    pub to_revision: Option<u64>,
 }
 
 /// Kubernetes' `DaemonSetStatus`, with Kubernetes' definitions.
@@ -81,6 +146,9 @@ pub struct NodePlacement {
     /// updated): why, in one sentence (agent's last error, held spec, node
     /// silent, agent lagging behind the spec...).
     pub problem: String,
+    /// The rolling update on this node: empty, `waiting`, `replacing` or `surging`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rollout: String,
 }
 
 /// `GET /v1/daemonsets/{name}`.

@@ -431,6 +431,45 @@ fn problem(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -> Strin
     )
 }
 
+/// How the rolling update of `spec` sees the node `rec` (last heard from at `last_seen`).
+pub fn rollout_node_state(
+    spec: &SpecRecord,
+    rec: &NodeRecord,
+    last_seen: u64,
+    now: u64,
+    grace: u64,
+) -> crate::rollout::NodeState {
+    let a = assess(spec, rec, last_seen, now, grace);
+    let d = a.report;
+    let heard = heard_within(last_seen, now, grace);
+    let min_ready = min_ready_seconds(&spec.ds);
+    // With a surge under way, the new revision's unit is the second one.
+    let second_available = d
+        .and_then(|d| d.second.as_ref())
+        .filter(|u| u.revision == spec.revision)
+        .map(|u| heard && available(u.ready, u.ready_since, min_ready, now));
+    let updated_available = second_available.unwrap_or(a.updated && a.available);
+    let mut problem = problem(spec, &a, now, grace);
+    if let Some(u) = d.and_then(|d| d.second.as_ref())
+        && u.revision == spec.revision
+        && !updated_available
+    {
+        problem = format!("the new revision's unit {} is {}", u.unit, u.state);
+    }
+    crate::rollout::NodeState {
+        node: a.name().to_string(),
+        should_run: a.verdict.should_run,
+        silent_for: (!heard).then(|| now.saturating_sub(last_seen)),
+        available: a.available,
+        updated_available,
+        updated: a.updated,
+        wants: d
+            .filter(|d| d.rollout == crate::plan::ROLLOUT_WAITING)
+            .map(|d| d.desired_revision.clone()),
+        problem,
+    }
+}
+
 /// "node is NotReady: its Ready condition is False (reason: message)".
 fn not_ready_condition(report: &NodeReport) -> String {
     let why = report
@@ -471,6 +510,7 @@ fn node_placement(spec: &SpecRecord, a: &Assessment<'_>, now: u64, grace: u64) -
         restarts: d.map_or(0, |d| d.restarts),
         misscheduled: !a.verdict.should_run && a.present,
         problem: problem(spec, a, now, grace),
+        rollout: d.map(|d| d.rollout.clone()).unwrap_or_default(),
     }
 }
 
@@ -485,6 +525,7 @@ fn view(spec: &SpecRecord, status: DaemonSetStatus) -> DaemonSetView {
         update_strategy: spec.ds.update_strategy.kind.clone(),
         created_at: spec.created_at,
         status,
+        rollout: None,
     }
 }
 
@@ -854,6 +895,7 @@ mod tests {
                 cpu_nanoseconds: None,
                 ready_since: None,
                 readiness: String::new(),
+                ..Default::default()
             })
             .collect();
         let condition = match i % 11 {

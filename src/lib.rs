@@ -39,6 +39,7 @@ pub mod plan;
 pub mod probe;
 pub mod quantity;
 pub mod report;
+pub mod rollout;
 #[cfg(feature = "service")]
 pub mod service;
 #[cfg(feature = "source")]

@@ -73,6 +73,25 @@ pub struct Desired {
     pub unit: UnitSpec,
 }
 
+/// Whether a unit running an older revision may be replaced now (RollingUpdate).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// No coordinator gates this daemonset: the node replaces its unit on its own.
+    #[default]
+    Free,
+    /// The coordinator granted this node a slot for the desired revision.
+    Granted,
+    /// Keep the old revision running, for this reason.
+    Wait(String),
+}
+
+/// Rollout phases of a daemonset on a node, as reported.
+pub const ROLLOUT_WAITING: &str = "waiting";
+/// The old unit is being stopped to start the new revision in its place.
+pub const ROLLOUT_REPLACING: &str = "replacing";
+/// The new revision runs beside the old one until it is available.
+pub const ROLLOUT_SURGING: &str = "surging";
+
 /// Everything one pass decides from. Times are monotonic durations since an
 /// arbitrary origin chosen by the agent.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +112,12 @@ pub struct Input<'a> {
     pub failed_since: &'a BTreeMap<String, Duration>,
     /// Daemonsets not to be started before the given time (after a failed start).
     pub backoff_until: &'a BTreeMap<String, Duration>,
+    /// Per daemonset, whether an older revision may be replaced now; absent is [`Gate::Free`].
+    pub gates: &'a BTreeMap<String, Gate>,
+    /// Per unit, since when it has been ready (active, and its readiness probe passing);
+    /// absent when it is not ready. A surge rollout stops the old unit once the new one has
+    /// been ready for `minReadySeconds`.
+    pub ready_since: &'a BTreeMap<String, Duration>,
 }
 
 /// One thing to do.
@@ -140,6 +165,21 @@ pub struct Status {
     pub desired_revision: String,
     /// When an eviction by a NoExecute taint with tolerationSeconds is due.
     pub evict_at: Option<Duration>,
+    /// The rollout phase here: empty, [`ROLLOUT_WAITING`], [`ROLLOUT_REPLACING`] or
+    /// [`ROLLOUT_SURGING`].
+    pub rollout: String,
+    /// Why it waits, when it does.
+    pub rollout_message: String,
+    /// During a surge: the new revision's unit, beside `unit`.
+    pub second: Option<SecondUnit>,
+}
+
+/// The second unit of a daemonset during a surge rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondUnit {
+    pub unit: String,
+    pub state: String,
+    pub revision: String,
 }
 
 /// The result of one pass.
@@ -308,7 +348,33 @@ fn plan_one(
             .unwrap_or_default(),
         desired_revision: d.unit.revision.clone(),
         evict_at,
+        rollout: String::new(),
+        rollout_message: String::new(),
+        second: None,
     };
+
+    // Two units of ours under the daemonset's two names: a surge in progress.
+    let second_name = unit::second_unit_name(name);
+    let ours = |u: &&ObservedUnit| {
+        !u.is_orphan() && u.markers.as_ref().is_some_and(|m| m.daemonset == name)
+    };
+    let second = by_name.get(second_name.as_str()).copied().filter(ours);
+    if let (Some(first), Some(second)) = (own.filter(ours), second) {
+        plan_pair(input, d, &verdict, first, second, &mut status, out);
+        out.statuses.push(status);
+        return;
+    }
+    // The daemon lives under the second name (since a surge): it is the daemonset's unit.
+    let moved = own.is_none() && second.is_some();
+    let own = own.or(second);
+    if moved {
+        status.unit = own.map(|u| u.name.clone());
+        status.state = own.map_or_else(|| "absent".to_string(), state_of);
+        status.current_revision = own
+            .and_then(|u| u.markers.as_ref())
+            .map(|m| m.revision.clone())
+            .unwrap_or_default();
+    }
 
     // An adopted orphan under another name.
     if let Some(o) = orphan.filter(|o| o.name != d.unit.name) {
@@ -380,11 +446,43 @@ fn plan_one(
         Some(u) => {
             let running = u.markers.as_ref().map_or("", |m| m.revision.as_str());
             if running != d.unit.revision && d.ds.update_strategy.kind != "OnDelete" {
-                out.actions.push(Action::Stop {
-                    unit: u.name.clone(),
-                    daemonset: name.to_string(),
-                    reason: format!("revision {running} is replaced by {}", d.unit.revision),
-                });
+                let gate = input.gates.get(name).cloned().unwrap_or_default();
+                let other = unit::other_unit_name(name, &u.name);
+                match gate {
+                    Gate::Wait(why) => {
+                        status.rollout = ROLLOUT_WAITING.to_string();
+                        status.rollout_message = why;
+                    }
+                    _ if crate::rollout::allows_surge(&d.ds.update_strategy)
+                        && verdict.should_run =>
+                    {
+                        status.rollout = ROLLOUT_SURGING.to_string();
+                        // The other name must be free (a unit still stopping there: wait
+                        // for its removal event).
+                        if !by_name.contains_key(other.as_str()) {
+                            let mut unit = d.unit.clone();
+                            unit.name = other;
+                            out.actions.push(Action::Start {
+                                unit,
+                                reason: format!(
+                                    "revision {} starts beside revision {running} (maxSurge)",
+                                    d.unit.revision
+                                ),
+                            });
+                        }
+                    }
+                    _ => {
+                        status.rollout = ROLLOUT_REPLACING.to_string();
+                        out.actions.push(Action::Stop {
+                            unit: u.name.clone(),
+                            daemonset: name.to_string(),
+                            reason: format!(
+                                "revision {running} is replaced by {}",
+                                d.unit.revision
+                            ),
+                        });
+                    }
+                }
             }
         }
         None if verdict.should_run => {
@@ -394,13 +492,102 @@ fn plan_one(
             match input.backoff_until.get(name) {
                 Some(until) if *until > input.now => out.wake(*until),
                 _ if waiting_for_orphan => {}
-                _ => out.actions.push(Action::Start {
-                    unit: d.unit.clone(),
-                    reason: "should run on this node".to_string(),
-                }),
+                _ => {
+                    // After a surge the daemon may have lived under the second name: start
+                    // under the first name unless a unit is still stopping there.
+                    let mut unit = d.unit.clone();
+                    if by_name.contains_key(unit.name.as_str())
+                        && !by_name.contains_key(second_name.as_str())
+                    {
+                        unit.name = second_name.clone();
+                    }
+                    out.actions.push(Action::Start {
+                        unit,
+                        reason: "should run on this node".to_string(),
+                    })
+                }
             }
         }
         None => {}
     }
     out.statuses.push(status);
+}
+
+/// Two units of one daemonset on the node (a surge in progress, or its remains): keep the
+/// one of the desired revision and the other until the first is available, as
+/// Kubernetes' `podsShouldBeOnNode` does with an old and a new pod.
+fn plan_pair(
+    input: &Input<'_>,
+    d: &Desired,
+    verdict: &crate::placement::Verdict,
+    first: &ObservedUnit,
+    second: &ObservedUnit,
+    status: &mut Status,
+    out: &mut Plan,
+) {
+    let name = d.ds.name.as_str();
+    let rev = |u: &ObservedUnit| {
+        u.markers
+            .as_ref()
+            .map_or(String::new(), |m| m.revision.clone())
+    };
+    let stop = |u: &ObservedUnit, reason: String, out: &mut Plan| {
+        if u.active_state != "deactivating" {
+            out.actions.push(Action::Stop {
+                unit: u.name.clone(),
+                daemonset: name.to_string(),
+                reason,
+            });
+        }
+    };
+    let desired = d.unit.revision.as_str();
+    let (new, old) = if rev(second) == desired && rev(first) != desired {
+        (second, first)
+    } else if rev(first) == desired && rev(second) != desired {
+        (first, second)
+    } else {
+        // Both of one revision (desired or not): one is enough; the first name stays.
+        status.unit = Some(first.name.clone());
+        status.state = state_of(first);
+        status.current_revision = rev(first);
+        stop(
+            second,
+            format!("a second unit of revision {} is not needed", rev(second)),
+            out,
+        );
+        if !verdict.should_continue_running {
+            stop(first, verdict.reasons.join("; "), out);
+        }
+        return;
+    };
+    // Kubernetes counts the oldest pod: the old unit stands for the daemonset until it goes.
+    status.unit = Some(old.name.clone());
+    status.state = state_of(old);
+    status.current_revision = rev(old);
+    status.second = Some(SecondUnit {
+        unit: new.name.clone(),
+        state: state_of(new),
+        revision: rev(new),
+    });
+    status.rollout = ROLLOUT_SURGING.to_string();
+    if !verdict.should_continue_running {
+        let why = verdict.reasons.join("; ");
+        stop(old, why.clone(), out);
+        stop(new, why, out);
+        return;
+    }
+    let min_ready = Duration::from_secs(u64::try_from(d.ds.min_ready_seconds).unwrap_or(0));
+    match input.ready_since.get(&new.name) {
+        Some(since) if *since + min_ready <= input.now => stop(
+            old,
+            format!(
+                "revision {desired} is available in {}: revision {} stops (maxSurge)",
+                new.name,
+                rev(old)
+            ),
+            out,
+        ),
+        Some(since) => out.wake(*since + min_ready),
+        None => {}
+    }
 }

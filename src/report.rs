@@ -117,6 +117,34 @@ pub struct DaemonSetReport {
     pub memory_bytes: Option<u64>,
     #[serde(default)]
     pub cpu_nanoseconds: Option<u64>,
+    /// The rolling update here: empty, `waiting` (for a slot from the coordinator),
+    /// `replacing` (the old unit stops, the new revision starts in its place) or `surging`
+    /// (the new revision runs beside the old one until it is available).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rollout: String,
+    /// Why the rollout waits here, when it does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rollout_message: String,
+    /// During a surge: the new revision's unit, beside `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second: Option<SecondUnitReport>,
+    /// The coordinator pinned this daemonset to another revision (`rollout undo`, automatic
+    /// rollback): the revision number it runs instead of the spec file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_revision: Option<u64>,
+}
+
+/// The second unit of a daemonset during a surge rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondUnitReport {
+    pub unit: String,
+    pub state: String,
+    pub revision: String,
+    pub ready: bool,
+    /// Seconds since the epoch when it last became ready.
+    #[serde(default)]
+    pub ready_since: Option<u64>,
 }
 
 /// `POST /v1/nodes/{name}/heartbeat`: the agent is alive and its last full

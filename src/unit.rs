@@ -197,6 +197,30 @@ pub fn unit_name(daemonset: &str) -> String {
     format!("{UNIT_PREFIX}{daemonset}{UNIT_SUFFIX}")
 }
 
+/// The second unit name of `daemonset`, `hostset-<name>_2.service`: a surge rollout
+/// (maxSurge > 0) starts the new revision under whichever of the two names is free, beside
+/// the old unit, and stops the old one once the new one is available. (`_` cannot occur in a
+/// daemonset name, so the two names never collide; the daemonset's name must then be at
+/// most [`MAX_SURGE_DAEMONSET_NAME_LEN`] characters.)
+pub fn second_unit_name(daemonset: &str) -> String {
+    format!("{UNIT_PREFIX}{daemonset}{SECOND_UNIT_INFIX}{UNIT_SUFFIX}")
+}
+
+/// What [`second_unit_name`] adds to the name.
+pub const SECOND_UNIT_INFIX: &str = "_2";
+
+/// The longest daemonset name that allows surge rollouts (both unit names fit systemd's 255).
+pub const MAX_SURGE_DAEMONSET_NAME_LEN: usize = MAX_DAEMONSET_NAME_LEN - SECOND_UNIT_INFIX.len();
+
+/// The other of the daemonset's two unit names ([`unit_name`], [`second_unit_name`]).
+pub fn other_unit_name(daemonset: &str, unit: &str) -> String {
+    if unit == unit_name(daemonset) {
+        second_unit_name(daemonset)
+    } else {
+        unit_name(daemonset)
+    }
+}
+
 /// The daemonset a unit name stands for, the inverse of [`unit_name`].
 ///
 /// `None` unless the name is `hostset-<name>.service` with `<name>` a valid

@@ -66,6 +66,7 @@ fn daemonsets(now: u64) -> Vec<DaemonSetView> {
                 number_unavailable: 1,
                 observed_generation: 3,
             },
+            rollout: None,
         },
         DaemonSetView {
             name: "disk-monitor".into(),
@@ -86,6 +87,7 @@ fn daemonsets(now: u64) -> Vec<DaemonSetView> {
                 number_unavailable: 0,
                 observed_generation: 1,
             },
+            rollout: None,
         },
     ]
 }
@@ -106,6 +108,7 @@ fn placement(node: &str) -> NodePlacement {
         restarts: 0,
         misscheduled: false,
         problem: String::new(),
+        rollout: String::new(),
     }
 }
 
@@ -227,6 +230,7 @@ fn report(name: &str, should_run: bool, revision: &str) -> DaemonSetReport {
         cpu_nanoseconds: None,
         ready_since: None,
         readiness: String::new(),
+        ..Default::default()
     }
 }
 

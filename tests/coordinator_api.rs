@@ -321,6 +321,7 @@ fn running(name: &str, revision: &str) -> DaemonSetReport {
         cpu_nanoseconds: None,
         ready_since: None,
         readiness: String::new(),
+        ..Default::default()
     }
 }
 

@@ -173,6 +173,7 @@ fn running(rev: &str) -> DaemonSetReport {
         cpu_nanoseconds: None,
         ready_since: None,
         readiness: String::new(),
+        ..Default::default()
     }
 }
 

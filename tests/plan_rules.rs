@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use hostset::plan::{Action, Desired, FAILED_GRACE, Input, ObservedUnit, Plan, plan};
+use hostset::plan::{Action, Desired, FAILED_GRACE, Gate, Input, ObservedUnit, Plan, plan};
 use hostset::spec::{DaemonSet, Format, Node, Taint, parse_daemonsets};
 use hostset::unit::{self, Markers, UnitOptions, unit_spec};
 
@@ -64,6 +64,8 @@ struct World {
     no_execute_since: BTreeMap<String, Duration>,
     failed_since: BTreeMap<String, Duration>,
     backoff_until: BTreeMap<String, Duration>,
+    gates: BTreeMap<String, Gate>,
+    ready_since: BTreeMap<String, Duration>,
     now: Duration,
 }
 
@@ -79,6 +81,8 @@ impl World {
             no_execute_since: &self.no_execute_since,
             failed_since: &self.failed_since,
             backoff_until: &self.backoff_until,
+            gates: &self.gates,
+            ready_since: &self.ready_since,
         })
     }
 }

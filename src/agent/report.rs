@@ -326,7 +326,28 @@ pub struct Reporter {
     heartbeat_interval: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    /// Where the coordinator's directives go (the agent's loop reads them).
+    control: watch::Sender<Control>,
+    /// The body of the last successful answer.
+    answer_body: Option<(StatusCode, Vec<u8>)>,
 }
+
+/// What the agent knows of the coordinator's will: the directives of its last answer, and
+/// whether it answers at all. Read by the agent's loop to gate rolling updates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Control {
+    /// A coordinator is configured: rolling updates wait for its slots.
+    pub configured: bool,
+    /// The last exchange with the coordinator succeeded.
+    pub reachable: bool,
+    /// What the coordinator said last (kept while it cannot be reached).
+    pub directives: crate::rollout::Directives,
+    /// Why the coordinator cannot be reached, when it cannot.
+    pub problem: String,
+}
+
+/// How long a directives poll may be held by the coordinator.
+const POLL_WAIT: Duration = Duration::from_secs(20);
 
 /// Install rustls' ring provider as the process default, once (reqwest's
 /// `-no-provider` features use the default provider).
@@ -428,6 +449,11 @@ impl Reporter {
             token: None,
             token_problem: None,
             heartbeat_interval: c.heartbeat_interval,
+            control: watch::Sender::new(Control {
+                configured: true,
+                ..Control::default()
+            }),
+            answer_body: None,
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
         };
@@ -478,6 +504,56 @@ impl Reporter {
         self.token = token;
     }
 
+    /// Send the coordinator's directives to `control` from now on (the agent's loop).
+    pub fn with_control(mut self, control: watch::Sender<Control>) -> Reporter {
+        control.send_modify(|c| c.configured = true);
+        self.control = control;
+        self
+    }
+
+    /// The directives in the last successful answer (none in a 204).
+    fn answered_directives(&mut self) -> crate::rollout::Directives {
+        match self.answer_body.take() {
+            Some((StatusCode::OK, body)) if !body.is_empty() => serde_json::from_slice(&body)
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "the coordinator's directives cannot be read; ignored");
+                    crate::rollout::Directives::default()
+                }),
+            _ => crate::rollout::Directives::default(),
+        }
+    }
+
+    /// Record an answer from the coordinator (or its absence).
+    fn note_contact(&self, directives: Option<crate::rollout::Directives>, problem: Option<&str>) {
+        self.control.send_if_modified(|c| {
+            let before = c.clone();
+            match problem {
+                None => {
+                    c.reachable = true;
+                    c.problem.clear();
+                }
+                Some(p) => {
+                    c.reachable = false;
+                    c.problem = p.to_string();
+                }
+            }
+            if let Some(d) = directives {
+                c.directives = d;
+            }
+            *c != before
+        });
+    }
+
+    /// `GET /v1/nodes/{node}/directives`: held by the coordinator until the directives differ
+    /// from `known` or `POLL_WAIT` passes.
+    async fn poll_directives(&mut self, node: &str, known: &str) -> Answer {
+        let mut url = self.endpoint(&["v1", "nodes", node, "directives"]);
+        url.query_pairs_mut()
+            .append_pair("wait", &POLL_WAIT.as_secs().to_string())
+            .append_pair("known", known);
+        self.request(reqwest::Method::GET, url, None).await
+    }
+
     /// Send one request; classify the answer.
     async fn request(
         &mut self,
@@ -507,6 +583,12 @@ impl Reporter {
         };
         let status = response.status();
         if status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            self.answer_body = Some((status, body));
             return Answer::Done;
         }
         let reason = reason(status, response.bytes().await.unwrap_or_default().as_ref());
@@ -613,6 +695,10 @@ impl Reporter {
                 match answer {
                     // 409 on a report: the coordinator has a newer one of this instance.
                     Answer::Done | Answer::Conflict => {
+                        if answer == Answer::Done {
+                            let d = self.answered_directives();
+                            self.note_contact(Some(d), None);
+                        }
                         delivered = Some(report);
                         delivered_at = Instant::now();
                         need_full = false;
@@ -631,12 +717,41 @@ impl Reporter {
                 };
                 let node = last.node.name.clone();
                 let answer = self.send_heartbeat(&node, &heartbeat).await;
+                if answer == Answer::Done {
+                    let d = self.answered_directives();
+                    self.note_contact(Some(d), None);
+                }
                 if answer == Answer::Conflict {
                     debug!("the coordinator asks for a full report");
                     need_full = true;
                     continue;
                 }
                 (answer, "heartbeat")
+            } else if let Some(last) = delivered.as_ref().filter(|d| rolling(d)) {
+                // A rollout under way here: hold a directives poll open until the next
+                // heartbeat, so that a slot is used the moment it is granted.
+                let node = last.node.name.clone();
+                let known = self.control.borrow().directives.etag();
+                let until = next_heartbeat;
+                let answer = tokio::select! {
+                    a = self.poll_directives(&node, &known) => Some(a),
+                    r = reports.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        None
+                    }
+                    _ = tokio::time::sleep_until(until) => None,
+                };
+                match answer {
+                    None => continue,
+                    Some(Answer::Done) => {
+                        let d = self.answered_directives();
+                        self.note_contact(Some(d), None);
+                        continue;
+                    }
+                    Some(a) => (a, "directives poll"),
+                }
             } else {
                 // Nothing to send: wait for a new report or the next heartbeat.
                 if !pause(&mut reports, next_heartbeat, true).await {
@@ -681,6 +796,7 @@ impl Reporter {
                 ),
             };
             failures += 1;
+            self.note_contact(None, Some(&message));
             // Whatever the coordinator saw or lost meanwhile, the next attempt is the latest
             // full report.
             need_full = true;
@@ -702,6 +818,12 @@ impl Reporter {
             }
         }
     }
+}
+
+/// Whether a rollout is under way on the node `report` describes (a unit waiting for a slot,
+/// being replaced, or surging).
+fn rolling(report: &NodeReport) -> bool {
+    report.daemonsets.iter().any(|d| !d.rollout.is_empty())
 }
 
 /// Wait until `until`, or (with `wake_on_change`) until a new report arrives. False when the

@@ -54,7 +54,7 @@ use crate::unit::{self, Markers, UnitOptions};
 use super::conditions;
 use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
 use super::probes::{self, Followup, Prober};
-use super::report::{self, Reporter};
+use super::report::{self, Control, Reporter};
 use crate::service as sdnotify;
 use crate::source::SpecDir;
 
@@ -127,6 +127,12 @@ pub struct Agent<S: Systemd> {
     pub passes: u64,
     /// The daemons' probes.
     prober: Prober,
+    /// The coordinator's directives, as the reporter last heard them.
+    control: watch::Sender<Control>,
+    /// Pinned specs decoded from the coordinator's directives: (daemonset, revision) → spec.
+    pinned: HashMap<(String, String), Result<DaemonSet, String>>,
+    /// Per daemonset in force: the pinned revision's number, when a pin applies.
+    pins_applied: BTreeMap<String, u64>,
 }
 
 impl<S: Systemd> Agent<S> {
@@ -175,7 +181,122 @@ impl<S: Systemd> Agent<S> {
             reports: watch::Sender::new(None),
             passes: 0,
             prober,
+            control: watch::Sender::new(Control::default()),
+            pinned: HashMap::new(),
+            pins_applied: BTreeMap::new(),
         }
+    }
+
+    /// The channel the reporter puts the coordinator's directives in.
+    pub fn control(&self) -> watch::Sender<Control> {
+        self.control.clone()
+    }
+
+    /// The specs in force with the coordinator's pins applied: a pin replaces the spec of
+    /// its daemonset while the spec file has the revision the pin is from.
+    fn apply_pins(&mut self, in_force: &mut BTreeMap<String, DaemonSet>) {
+        let pins = self.control.borrow().directives.pins.clone();
+        self.pins_applied.clear();
+        self.pinned
+            .retain(|(name, rev), _| pins.get(name).is_some_and(|p| &p.to == rev));
+        for (name, pin) in pins {
+            let Some(ds) = in_force.get(&name) else {
+                continue;
+            };
+            if unit::revision(&ds.template) != pin.from {
+                continue;
+            }
+            let decoded = self
+                .pinned
+                .entry((name.clone(), pin.to.clone()))
+                .or_insert_with(|| decode_pin(&name, &pin));
+            match decoded {
+                Ok(pinned) => {
+                    self.pins_applied.insert(name.clone(), pin.number);
+                    in_force.insert(name, pinned.clone());
+                }
+                Err(e) => {
+                    warn!(daemonset = %name, "the coordinator's pinned revision cannot be used: {e}")
+                }
+            }
+        }
+    }
+
+    /// Per daemonset, whether its units may move to a new revision now.
+    fn gates(&self, desired: &[Desired]) -> BTreeMap<String, plan::Gate> {
+        let c = self.control.borrow();
+        let mut gates = BTreeMap::new();
+        if !c.configured {
+            return gates;
+        }
+        for d in desired {
+            let name = &d.ds.name;
+            let gate = if c.directives.grants.get(name) == Some(&d.unit.revision) {
+                plan::Gate::Granted
+            } else if !c.reachable && crate::rollout::settings(&d.ds).without_coordinator {
+                plan::Gate::Free
+            } else if let Some(why) = c.directives.waits.get(name) {
+                plan::Gate::Wait(why.clone())
+            } else if !c.reachable && !c.problem.is_empty() {
+                plan::Gate::Wait(format!(
+                    "the coordinator cannot be reached ({}): the running revision is kept",
+                    c.problem
+                ))
+            } else {
+                plan::Gate::Wait("waiting for a slot from the coordinator".to_string())
+            };
+            gates.insert(name.clone(), gate);
+        }
+        gates
+    }
+
+    /// Since when each active unit has been ready (seconds since the epoch): its probes'
+    /// word when it has probes, else since it became active (`ActiveEnterTimestamp`).
+    /// `None` when it is not ready.
+    fn unit_ready_since(&self, unit: &str, active: bool) -> Option<u64> {
+        if !active {
+            return None;
+        }
+        if let Some(r) = self.prober.readiness(unit) {
+            return r.ready_since.filter(|_| r.ready);
+        }
+        let probed = self
+            .markers
+            .get(unit)
+            .and_then(Option::as_ref)
+            .and_then(|m| self.in_force.get(&m.daemonset))
+            .is_some_and(|ds| {
+                ds.template.process.has_probes()
+                    && self
+                        .markers
+                        .get(unit)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|m| m.revision == unit::revision(&ds.template))
+            });
+        if probed {
+            // Its probes have not started yet.
+            return None;
+        }
+        self.live
+            .get(unit)
+            .map(|d| d.active_enter_timestamp_usec / 1_000_000)
+            .filter(|&t| t > 0)
+    }
+
+    /// [`Agent::unit_ready_since`] of every unit, on the agent's clock (for the planner).
+    fn ready_since(&self, units: &[ObservedUnit]) -> BTreeMap<String, Duration> {
+        let now = self.now();
+        let epoch_now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        units
+            .iter()
+            .filter_map(|u| {
+                let since = self.unit_ready_since(&u.name, u.active_state == "active")?;
+                let ago = epoch_now.saturating_sub(Duration::from_secs(since));
+                Some((u.name.clone(), now.saturating_sub(ago)))
+            })
+            .collect()
     }
 
     /// The reports of every pass from now on (`None` until the first pass), latest only.
@@ -441,6 +562,8 @@ impl<S: Systemd> Agent<S> {
             }
         }
         self.orphaning.retain(|n| !in_force.contains_key(n));
+        let mut in_force = in_force;
+        self.apply_pins(&mut in_force);
         self.in_force = in_force;
 
         let units = match self.observe().await {
@@ -480,6 +603,8 @@ impl<S: Systemd> Agent<S> {
             .iter()
             .map(|(k, b)| (k.clone(), b.until))
             .collect();
+        let gates = self.gates(&desired);
+        let ready_since = self.ready_since(&units);
         let p = plan::plan(&plan::Input {
             node: &node,
             desired: &desired,
@@ -490,6 +615,8 @@ impl<S: Systemd> Agent<S> {
             no_execute_since: &self.no_execute_since,
             failed_since: &self.failed_since,
             backoff_until: &backoff_until,
+            gates: &gates,
+            ready_since: &ready_since,
         });
 
         let mut errors = Vec::new();
@@ -612,6 +739,18 @@ impl<S: Systemd> Agent<S> {
                     .cloned()
                     .unwrap_or_default(),
                 ready: s.state == "active/running",
+                rollout: s.rollout.clone(),
+                rollout_message: s.rollout_message.clone(),
+                second: s.second.as_ref().map(|u| crate::report::SecondUnitReport {
+                    unit: u.unit.clone(),
+                    state: u.state.clone(),
+                    revision: u.revision.clone(),
+                    ready: self
+                        .unit_ready_since(&u.unit, u.state == "active/running")
+                        .is_some(),
+                    ready_since: self.unit_ready_since(&u.unit, u.state == "active/running"),
+                }),
+                pinned_revision: self.pins_applied.get(&s.daemonset).copied(),
                 restarts: 0,
                 main_pid: 0,
                 started_at: None,
@@ -649,6 +788,7 @@ impl<S: Systemd> Agent<S> {
                     cpu_nanoseconds: None,
                     ready_since: None,
                     readiness: String::new(),
+                    ..Default::default()
                 };
                 self.fill_live(&mut ds);
                 daemonsets.push(ds);
@@ -897,6 +1037,8 @@ enum Wake {
     Stats,
     Watchdog,
     Probe(probes::Done),
+    /// The coordinator's directives changed (a slot, a pin, a wait).
+    Control,
     Shutdown,
 }
 
@@ -934,6 +1076,7 @@ pub async fn run_with_reporter<S: Systemd>(
     let _reporting = match reporter {
         Some(r) => {
             info!(url = %r.url(), instance = %agent.instance, "reporting to the coordinator");
+            let r = r.with_control(agent.control());
             Some(AbortOnDrop(tokio::spawn(r.run(agent.subscribe()))))
         }
         None => {
@@ -941,6 +1084,7 @@ pub async fn run_with_reporter<S: Systemd>(
             None
         }
     };
+    let mut control = agent.control.subscribe();
     let mut events = agent.systemd.events().await?;
     let (file_tx, mut file_rx) = mpsc::channel::<FileChange>(FILE_CHANNEL_CAPACITY);
     let file_overflow = Arc::new(AtomicBool::new(false));
@@ -1000,6 +1144,7 @@ pub async fn run_with_reporter<S: Systemd>(
             _ = stats_tick.tick() => Wake::Stats,
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
             done = agent.probe_done(), if agent.probing() => Wake::Probe(done),
+            Ok(()) = control.changed() => Wake::Control,
         };
         let now = Instant::now();
         match wake {
@@ -1040,6 +1185,10 @@ pub async fn run_with_reporter<S: Systemd>(
             Wake::Stats => agent.refresh_live().await,
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
             Wake::Probe(done) => agent.on_probe(done).await,
+            Wake::Control => {
+                control.borrow_and_update();
+                pass_due = Some(now);
+            }
             Wake::Timer => {
                 let mut due = next.is_some_and(|t| t <= now) || pass_due.is_some_and(|t| t <= now);
                 if files_due.is_some_and(|t| t <= now) {
@@ -1236,6 +1385,33 @@ impl FileDebounce {
             Some((last + FILE_DEBOUNCE).min(first + FILE_DEBOUNCE_MAX))
         }
     }
+}
+
+/// The daemonset `name` from a pin's spec text, checked to have the pinned revision.
+fn decode_pin(name: &str, pin: &crate::rollout::Pin) -> Result<DaemonSet, String> {
+    let format = crate::spec::format_of(Path::new(&pin.file))
+        .ok_or_else(|| format!("{}: not a spec file name", pin.file))?;
+    let loaded = crate::spec::parse_daemonsets(&pin.file, &pin.text, format);
+    if let Some(d) = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == crate::spec::Severity::Error)
+    {
+        return Err(d.to_string());
+    }
+    let ds = loaded
+        .items
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| format!("{} holds no daemonset {name}", pin.file))?;
+    let revision = unit::revision(&ds.template);
+    if revision != pin.to {
+        return Err(format!(
+            "its text has revision {revision}, not the pinned {}",
+            pin.to
+        ));
+    }
+    Ok(ds)
 }
 
 #[cfg(test)]

@@ -225,7 +225,17 @@ impl Client {
         path: &[&str],
         subject: Option<Subject>,
     ) -> anyhow::Result<T> {
-        let (url, body) = self.call(Method::GET, path, subject)?;
+        self.get_query(path, &[], subject)
+    }
+
+    /// `GET /v1/{path...}?query`, decoded.
+    pub fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, &str)],
+        subject: Option<Subject>,
+    ) -> anyhow::Result<T> {
+        let (url, body) = self.call(Method::GET, path, query, None, subject)?;
         serde_json::from_slice(&body).map_err(|e| {
             anyhow!(
                 "the coordinator at {} answered GET {} with something this hostset does not \
@@ -238,13 +248,28 @@ impl Client {
 
     /// `DELETE /v1/{path...}`.
     pub fn delete(&self, path: &[&str], subject: Option<Subject>) -> anyhow::Result<()> {
-        self.call(Method::DELETE, path, subject).map(drop)
+        self.call(Method::DELETE, path, &[], None, subject)
+            .map(drop)
+    }
+
+    /// `POST /v1/{path...}` with a JSON body; the answer's body.
+    pub fn post(
+        &self,
+        path: &[&str],
+        body: &impl serde::Serialize,
+        subject: Option<Subject>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let body = serde_json::to_vec(body)?;
+        self.call(Method::POST, path, &[], Some(body), subject)
+            .map(|(_, b)| b)
     }
 
     fn call(
         &self,
         method: Method,
         path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
         subject: Option<Subject>,
     ) -> anyhow::Result<(Url, Vec<u8>)> {
         let mut url = self.base.clone();
@@ -253,10 +278,18 @@ impl Client {
             .pop_if_empty()
             .push("v1")
             .extend(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut request = self
             .http
             .request(method.clone(), url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(&token.value);
         }
@@ -352,6 +385,9 @@ impl Client {
                 );
                 let why = if *method == Method::GET {
                     "the token may not read this"
+                } else if *method == Method::POST {
+                    "steering a rollout needs an operator token (a read token marked `operator` \
+                     in the coordinator's read token file)"
                 } else {
                     "this needs an agent token that may act for this node (a read token is \
                      read-only)"

@@ -11,6 +11,7 @@ mod eval;
 mod get;
 mod node;
 pub mod output;
+mod rollout;
 mod status;
 mod validate;
 
@@ -26,7 +27,8 @@ Examples:
   hostset eval examples/log-collector.toml
   hostset eval --node examples/nodes/control-plane.yaml examples/fluentd-elasticsearch.yaml -o json
   hostset get daemonsets
-  hostset describe daemonset log-collector")]
+  hostset describe daemonset log-collector
+  hostset rollout status log-collector")]
 pub struct Cli {
     /// How to reach the coordinator (get, describe, node delete).
     #[command(flatten)]
@@ -43,6 +45,8 @@ pub enum Command {
     Status(status::Args),
     Get(get::Args),
     Describe(describe::Args),
+    /// Fleet-wide rolling updates: status, history, undo, pause, resume.
+    Rollout(rollout::Args),
     Completions(completions::Args),
 }
 
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Get(args) => get::run(args, &cli.coordinator),
         Command::Describe(args) => describe::run(args, &cli.coordinator),
+        Command::Rollout(args) => rollout::run(args, &cli.coordinator),
         Command::Completions(args) => completions::run(args),
     };
     match result {

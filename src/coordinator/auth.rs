@@ -14,7 +14,8 @@
 //!   node; a token followed by a node name (a DNS-1123 subdomain) only for that node. Agent
 //!   tokens may read too.
 //! - The **read token file** holds one token per line; such a token may only read (`GET
-//!   /v1/...`, `/metrics`).
+//!   /v1/...`, `/metrics`). A token followed by the word `operator` may also steer rollouts
+//!   (`hostset rollout pause|resume|undo`) — the operators' token, not the agents'.
 //! - `#` at the start of a line, or after whitespace, starts a comment; blank lines are fine.
 //! - A token is at least [`MIN_TOKEN_LEN`] characters of visible ASCII (what an HTTP header
 //!   can carry); `openssl rand -hex 32` makes a good one. A token may appear only once across
@@ -70,6 +71,8 @@ pub enum Principal {
     Agent { node: Option<String> },
     /// A read token.
     Reader,
+    /// A read token marked `operator`: reads, and steers rollouts.
+    Operator,
 }
 
 /// Why a read token may not write.
@@ -79,7 +82,9 @@ impl Principal {
     /// This principal, if it is an agent token (a read token may not write).
     pub fn require_agent(self) -> Result<Principal, Denied> {
         match self {
-            Principal::Reader => Err(Denied::Forbidden(READ_ONLY.to_string())),
+            Principal::Reader | Principal::Operator => {
+                Err(Denied::Forbidden(READ_ONLY.to_string()))
+            }
             agent => Ok(agent),
         }
     }
@@ -92,7 +97,21 @@ impl Principal {
             Principal::Agent { node: Some(own) } => Err(Denied::Forbidden(format!(
                 "this token may only act for node \"{own}\", not \"{node}\""
             ))),
-            Principal::Reader => Err(Denied::Forbidden(READ_ONLY.to_string())),
+            Principal::Reader | Principal::Operator => {
+                Err(Denied::Forbidden(READ_ONLY.to_string()))
+            }
+        }
+    }
+
+    /// Whether this token may pause, resume or undo rollouts.
+    pub fn may_operate(&self) -> Result<(), Denied> {
+        match self {
+            Principal::Operator => Ok(()),
+            _ => Err(Denied::Forbidden(
+                "steering rollouts needs an operator token (a read token followed by the word \
+                 `operator` in the read token file)"
+                    .to_string(),
+            )),
         }
     }
 }
@@ -409,13 +428,20 @@ fn parse(file: &Path, text: &str, agent: bool) -> Result<Vec<(usize, Entry)>, To
             }
             words.push(word);
         }
+        let mut operator = false;
         let (token, node) = match words.as_slice() {
             [] => continue,
             [token] => (*token, None),
             [token, node] if agent => (*token, Some(*node)),
+            [token, "operator"] => {
+                operator = true;
+                (*token, None)
+            }
             [_, _] => {
                 return Err(error(
-                    "a read token file has one token per line and nothing else".into(),
+                    "a read token file has one token per line, optionally followed by the \
+                     word `operator`, and nothing else"
+                        .into(),
                 ));
             }
             _ => {
@@ -454,6 +480,8 @@ fn parse(file: &Path, text: &str, agent: bool) -> Result<Vec<(usize, Entry)>, To
             Principal::Agent {
                 node: node.map(str::to_string),
             }
+        } else if operator {
+            Principal::Operator
         } else {
             Principal::Reader
         };

@@ -8,7 +8,8 @@
 //! - [`config`]: `/etc/hostset/coordinator.toml` and the command line.
 //! - [`auth`]: bearer tokens (agent tokens, node-bound or not; read tokens).
 //! - [`store`]: the redb database in the state directory.
-//! - [`specs`]: the spec directory with each daemonset's generation.
+//! - [`specs`]: the spec directory with each daemonset's generation and revisions.
+//! - [`rollouts`]: the slots of fleet-wide rolling updates, pause, undo, rollback.
 //! - [`server`]: the routes, serving over HTTP or TLS, the background work.
 //! - [`metrics`]: the Prometheus page.
 //! - [`page`]: the HTML page.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod page;
+pub mod rollouts;
 pub mod server;
 pub mod specs;
 mod state;

@@ -4,8 +4,12 @@
 //!
 //! | route | token | answer |
 //! |---|---|---|
-//! | `POST /v1/reports` | agent | body [`NodeReport`] → 204; 400 invalid, 403 node-bound token for another node, 409 stale, 413 too large |
-//! | `POST /v1/nodes/{name}/heartbeat` | agent | body [`Heartbeat`] → 204; 409 when the node is unknown or its stored report is of another instance or sequence (send a full report) |
+//! | `POST /v1/reports` | agent | body [`NodeReport`] → 204, or 200 with the node's [`Directives`] when a rollout concerns it; 400 invalid, 403 node-bound token for another node, 409 stale, 413 too large |
+//! | `POST /v1/nodes/{name}/heartbeat` | agent | body [`Heartbeat`] → 204, or 200 with [`Directives`]; 409 when the node is unknown or its stored report is of another instance or sequence (send a full report) |
+//! | `GET /v1/nodes/{name}/directives?wait=S&known=ETAG` | agent | [`Directives`], held up to `S` (≤ 30) seconds while they still have the tag `known` |
+//! | `GET /v1/daemonsets/{name}/history[?revision=N]` | read | `[RevisionView]` (with the spec text of revision N) |
+//! | `POST /v1/daemonsets/{name}/rollout/pause`, `.../resume` | operator | 204 |
+//! | `POST /v1/daemonsets/{name}/rollout/undo` | operator | body [`UndoRequest`] → `{"revision": N}` |
 //! | `DELETE /v1/nodes/{name}` | agent | 204; 404 unknown (goodbye, `hostset node delete NAME`) |
 //! | `GET /v1/daemonsets` | read | `[DaemonSetView]` |
 //! | `GET /v1/daemonsets/{name}` | read | [`DaemonSetDetail`] |
@@ -17,7 +21,7 @@
 //! | `GET /` | none | the status page; its script reads the API with the read token of the URL fragment |
 //!
 //! A read route takes an agent or a read token; a write route an agent token, and a
-//! node-bound one only for its node ([`super::auth`]). Errors are JSON `{"error": "..."}`
+//! node-bound one only for its node; steering a rollout an operator token ([`super::auth`]). Errors are JSON `{"error": "..."}`
 //! ([`ApiError`]); 401 carries `WWW-Authenticate: Bearer`. A refused request changes
 //! nothing. The body limit is `--max-report-bytes` for reports and [`SMALL_BODY_LIMIT`]
 //! elsewhere; the token is checked before the body is read.
@@ -27,6 +31,8 @@
 //! report and heartbeat all the time).
 //!
 //! [`DaemonSetDetail`]: crate::api::DaemonSetDetail
+//! [`Directives`]: crate::rollout::Directives
+//! [`UndoRequest`]: crate::api::UndoRequest
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
@@ -76,8 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", get(get_node).delete(delete_node))
         .route("/v1/nodes/{name}/heartbeat", post(post_heartbeat))
+        .route("/v1/nodes/{name}/directives", get(get_directives))
         .route("/v1/daemonsets", get(list_daemonsets))
         .route("/v1/daemonsets/{name}", get(get_daemonset))
+        .route("/v1/daemonsets/{name}/history", get(get_history))
+        .route("/v1/daemonsets/{name}/rollout/{verb}", post(post_rollout))
         .route("/v1/daemonsets/{name}/endpoints", get(get_endpoints))
         .fallback(|req: Request| async move {
             Failure::new(
@@ -287,6 +296,9 @@ async fn background(state: AppState, mut stop: watch::Receiver<bool>) {
     flush_tick.tick().await;
     let mut due: Option<tokio::time::Instant> = None;
     let mut first_event: Option<tokio::time::Instant> = None;
+    // Rollouts under way are decided again every second (progress deadlines, silent nodes).
+    let mut rollout_tick = tokio::time::interval(Duration::from_secs(1));
+    rollout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let rescan_due = async {
             match due {
@@ -309,6 +321,11 @@ async fn background(state: AppState, mut stop: watch::Receiver<bool>) {
                     w.rewatch();
                 }
                 let _ = blocking(&state, AppState::rescan_specs).await;
+            }
+            _ = rollout_tick.tick() => {
+                if state.rollouts().active() || state.rollouts().take_hint() {
+                    let _ = blocking(&state, |s| s.decide_rollouts(false)).await;
+                }
             }
             _ = flush_tick.tick() => {
                 let _ = blocking(&state, AppState::flush).await;
@@ -549,7 +566,18 @@ fn check_node_name(name: &str) -> Result<(), Failure> {
     }
 }
 
-async fn post_report(State(state): State<AppState>, req: Request) -> Result<StatusCode, Failure> {
+/// 204, or 200 with the node's directives when there are any.
+async fn answer_with_directives(state: &AppState, node: String) -> Result<Response, Failure> {
+    let directives = blocking(state, move |s| s.directives_for_answer(&node))
+        .await
+        .map_err(|e| Failure::internal(format!("the rollout decision did not complete: {e}")))?;
+    Ok(match directives {
+        Some(d) => Json(d).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn post_report(State(state): State<AppState>, req: Request) -> Result<Response, Failure> {
     let principal = agent(&state, req.headers())?;
     let bytes = body(req, &state, "report", state.max_report_bytes()).await?;
     let report: NodeReport = serde_json::from_slice(&bytes)
@@ -557,6 +585,7 @@ async fn post_report(State(state): State<AppState>, req: Request) -> Result<Stat
     check_node_name(&report.node.name)?;
     principal.may_write(&report.node.name)?;
     let now = state.now();
+    let rolling = report.daemonsets.iter().any(|d| !d.rollout.is_empty());
     let (node, instance, sequence) = (
         report.node.name.clone(),
         report.agent_instance.clone(),
@@ -603,7 +632,11 @@ async fn post_report(State(state): State<AppState>, req: Request) -> Result<Stat
             } else {
                 tracing::debug!(%node, %instance, sequence, "report of node {node} stored");
             }
-            Ok(StatusCode::NO_CONTENT)
+            state.bump_fleet_version();
+            if rolling {
+                state.rollouts().hint();
+            }
+            answer_with_directives(&state, node).await
         }
         ReportOutcome::Stale { stored_sequence } => Err(Failure::new(
             StatusCode::CONFLICT,
@@ -620,7 +653,7 @@ async fn post_heartbeat(
     State(state): State<AppState>,
     Path(name): Path<String>,
     req: Request,
-) -> Result<StatusCode, Failure> {
+) -> Result<Response, Failure> {
     agent(&state, req.headers())?.may_write(&name)?;
     let bytes = body(req, &state, "heartbeat", SMALL_BODY_LIMIT).await?;
     let hb: Heartbeat = serde_json::from_slice(&bytes)
@@ -629,7 +662,7 @@ async fn post_heartbeat(
     match state.store().heartbeat(&name, &hb, state.now()) {
         HeartbeatOutcome::Alive => {
             state.counters().heartbeat();
-            Ok(StatusCode::NO_CONTENT)
+            answer_with_directives(&state, name).await
         }
         HeartbeatOutcome::UnknownNode => Err(conflict(format!(
             "node \"{name}\" is unknown: send a full report"
@@ -638,6 +671,129 @@ async fn post_heartbeat(
             "node \"{name}\" last reported as agent instance \"{instance}\" sequence {sequence}, \
              not \"{}\" sequence {}: send a full report",
             hb.agent_instance, hb.sequence
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PollQuery {
+    #[serde(default)]
+    wait: u64,
+    #[serde(default)]
+    known: String,
+}
+
+/// The node's directives; with `wait`, held while they still have the tag `known`.
+async fn get_directives(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PollQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    agent(&state, &headers)?.may_write(&name)?;
+    let until = tokio::time::Instant::now()
+        + Duration::from_secs(q.wait.min(super::rollouts::MAX_POLL_WAIT));
+    let mut changes = state.rollouts().subscribe();
+    loop {
+        changes.borrow_and_update();
+        let node = name.clone();
+        let d = blocking(&state, move |s| s.directives(&node))
+            .await
+            .map_err(|e| {
+                Failure::internal(format!("the rollout decision did not complete: {e}"))
+            })?;
+        if d.etag() != q.known || tokio::time::Instant::now() >= until {
+            return Ok(Json(d).into_response());
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    revision: Option<u64>,
+}
+
+async fn get_history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    reader(&state, &headers)?;
+    let specs = daemonset(&state, &name)?;
+    let current = specs[&name].revision.clone();
+    let books = state.store().spec_books();
+    let Some(book) = books.get(&name) else {
+        return Err(Failure::not_found(format!("no daemonset \"{name}\"")));
+    };
+    if let Some(n) = q.revision
+        && !book.revisions.iter().any(|r| r.number == n)
+    {
+        return Err(Failure::not_found(format!(
+            "no revision {n} of daemonset \"{name}\" is kept"
+        )));
+    }
+    let views: Vec<crate::api::RevisionView> = book
+        .revisions
+        .iter()
+        .map(|r| crate::api::RevisionView {
+            number: r.number,
+            revision: r.revision.clone(),
+            created_at: r.created_at,
+            current: r.revision == current,
+            file: r.file.clone(),
+            text: (q.revision == Some(r.number)).then(|| r.text.clone()),
+        })
+        .collect();
+    Ok(Json(views).into_response())
+}
+
+/// `pause`, `resume`, `undo`.
+async fn post_rollout(
+    State(state): State<AppState>,
+    Path((name, verb)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, Failure> {
+    reader(&state, req.headers())?.may_operate()?;
+    let bytes = body(req, &state, "request", SMALL_BODY_LIMIT).await?;
+    let steer = |e: super::rollouts::SteerError| match e {
+        super::rollouts::SteerError::NotFound(_) => Failure::not_found(e.to_string()),
+        super::rollouts::SteerError::Invalid(_) => Failure::invalid(e.to_string()),
+        super::rollouts::SteerError::Store(_) => Failure::internal(e.to_string()),
+    };
+    let failed = |e: tokio::task::JoinError| Failure::internal(format!("did not complete: {e}"));
+    match verb.as_str() {
+        "pause" | "resume" => {
+            let paused = verb == "pause";
+            let n = name.clone();
+            blocking(&state, move |s| s.set_paused(&n, paused))
+                .await
+                .map_err(failed)?
+                .map_err(steer)?;
+            tracing::info!(daemonset = %name, "rollout {verb}d");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "undo" => {
+            let undo: crate::api::UndoRequest = if bytes.is_empty() {
+                Default::default()
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Failure::invalid(format!("invalid undo request: {e}")))?
+            };
+            let n = name.clone();
+            let number = blocking(&state, move |s| s.undo(&n, undo.to_revision))
+                .await
+                .map_err(failed)?
+                .map_err(steer)?;
+            tracing::info!(daemonset = %name, revision = number, "rollout undone to revision {number}");
+            Ok(Json(serde_json::json!({ "revision": number })).into_response())
+        }
+        other => Err(Failure::not_found(format!(
+            "no rollout verb \"{other}\": pause, resume or undo"
         ))),
     }
 }
@@ -743,7 +899,11 @@ async fn list_daemonsets(
     reader(&state, &headers)?;
     let (now, grace) = (state.now(), state.grace());
     json_off_thread(&state, move |state| {
-        serde_json::to_vec(&daemonset_views(state, now, grace))
+        let mut views = daemonset_views(state, now, grace);
+        for v in &mut views {
+            v.rollout = state.rollout_view(&v.name);
+        }
+        serde_json::to_vec(&views)
     })
     .await
 }
@@ -767,12 +927,13 @@ async fn get_daemonset(
     let (now, grace) = (state.now(), state.grace());
     json_off_thread(&state, move |state| {
         let entries = state.store().entries();
-        let detail = fleet::daemonset_detail_of(
+        let mut detail = fleet::daemonset_detail_of(
             &specs[&name],
             entries.iter().map(|e| (e.record(), e.last_seen())),
             now,
             grace,
         );
+        detail.daemonset.rollout = state.rollout_view(&name);
         serde_json::to_vec(&detail)
     })
     .await

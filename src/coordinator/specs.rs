@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use super::store::SpecBook;
+use super::store::{RevisionRecord, SpecBook};
 use crate::fleet::SpecRecord;
 use crate::source::{SpecDir, is_relevant};
 use crate::spec::DaemonSet;
@@ -93,6 +93,8 @@ pub fn next_books(
                     created_at: b.created_at,
                     history,
                     hash,
+                    revisions: b.revisions.clone(),
+                    rollout: b.rollout.clone(),
                 }
             }
             None => SpecBook {
@@ -100,11 +102,95 @@ pub fn next_books(
                 created_at: now,
                 history: vec![(1, revision)],
                 hash,
+                revisions: Vec::new(),
+                rollout: Default::default(),
             },
         };
         books.insert(ds.name.clone(), book);
     }
     books
+}
+
+/// Record each daemonset's current template in its numbered revisions (Kubernetes'
+/// ControllerRevisions): a new template gets the next number, a template seen before is
+/// renumbered as the newest (as `kubectl rollout undo` leaves it), and at most
+/// `revisionHistoryLimit` old revisions are kept besides the current one. `text_of(name)`
+/// gives the spec file's name and text, kept so that the revision can be run again
+/// (`rollout undo`, automatic rollback). A pin from a revision the file no longer has ends.
+pub fn record_revisions(
+    books: &mut BTreeMap<String, SpecBook>,
+    in_force: &[&DaemonSet],
+    text_of: impl Fn(&str) -> Option<(String, String)>,
+    now: u64,
+) {
+    for ds in in_force {
+        let Some(book) = books.get_mut(&ds.name) else {
+            continue;
+        };
+        let revision = crate::unit::revision(&ds.template);
+        if book
+            .rollout
+            .pin
+            .as_ref()
+            .is_some_and(|p| p.from != revision)
+        {
+            tracing::info!(daemonset = %ds.name, "the spec has a new revision: the pinned revision no longer applies");
+            book.rollout.pin = None;
+        }
+        let newest = book.revisions.last().map(|r| r.revision.as_str());
+        if newest != Some(revision.as_str()) {
+            let number = book.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+            let (file, text) = text_of(&ds.name).unwrap_or_default();
+            book.revisions.retain(|r| r.revision != revision);
+            book.revisions.push(RevisionRecord {
+                number,
+                revision: revision.clone(),
+                created_at: now,
+                file,
+                text,
+            });
+        }
+        let keep = usize::try_from(ds.revision_history_limit.max(0)).unwrap_or(0) + 1;
+        // The pinned revision is kept whatever the limit.
+        let pinned = book.rollout.pin.as_ref().map(|p| p.to.clone());
+        while book.revisions.len() > keep {
+            let Some(i) = book
+                .revisions
+                .iter()
+                .position(|r| Some(&r.revision) != pinned.as_ref())
+            else {
+                break;
+            };
+            if i + 1 == book.revisions.len() {
+                break;
+            }
+            book.revisions.remove(i);
+        }
+    }
+}
+
+/// The daemonset in force for `ds` given its bookkeeping: the pinned revision's spec when a
+/// pin applies (and decodes), else `ds` itself; with the pinned revision's number.
+pub fn effective(ds: &DaemonSet, book: &SpecBook) -> (DaemonSet, Option<u64>) {
+    let Some(pin) = &book.rollout.pin else {
+        return (ds.clone(), None);
+    };
+    if pin.from != crate::unit::revision(&ds.template) {
+        return (ds.clone(), None);
+    }
+    let Some(format) = crate::spec::format_of(Path::new(&pin.file)) else {
+        return (ds.clone(), None);
+    };
+    let loaded = crate::spec::parse_daemonsets(&pin.file, &pin.text, format);
+    match loaded.items.into_iter().find(|d| d.name == ds.name) {
+        Some(pinned) if crate::unit::revision(&pinned.template) == pin.to => {
+            (pinned, Some(pin.number))
+        }
+        _ => {
+            tracing::warn!(daemonset = %ds.name, "the pinned revision's text no longer decodes to it; the spec file's revision is in force");
+            (ds.clone(), None)
+        }
+    }
 }
 
 /// The records the status arithmetic works on: each daemonset in force with its bookkeeping.
@@ -113,15 +199,16 @@ pub fn records(dir: &SpecDir, books: &BTreeMap<String, SpecBook>) -> BTreeMap<St
         .into_iter()
         .filter_map(|ds| {
             let book = books.get(&ds.name)?;
+            let (ds, _pinned) = effective(ds, book);
             Some((
                 ds.name.clone(),
                 SpecRecord {
-                    ds: ds.clone(),
                     file: dir
                         .source_of(&ds.name)
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
                     revision: crate::unit::revision(&ds.template),
+                    ds,
                     generation: book.generation,
                     created_at: book.created_at,
                     history: book.history.clone(),

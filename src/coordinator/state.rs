@@ -8,7 +8,7 @@ use super::auth::{Auth, TokenFileError};
 use super::config::Config;
 use super::metrics::Counters;
 use super::specs;
-use super::store::{Store, StoreError};
+use super::store::{SpecBook, Store, StoreError};
 use crate::fleet::{NodeRecord, SpecRecord};
 use crate::source::SpecDir;
 
@@ -55,6 +55,10 @@ struct Inner {
     clock: Clock,
     grace: u64,
     max_report_bytes: usize,
+    rollouts: super::rollouts::Rollouts,
+    /// Counts up with every change of the fleet's reports or specs (when rollout decisions
+    /// must be made again).
+    fleet_version: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -73,10 +77,44 @@ impl AppState {
                 clock,
                 grace: config.grace_period,
                 max_report_bytes: config.max_report_bytes,
+                rollouts: Default::default(),
+                fleet_version: Default::default(),
             }),
         };
         state.rescan_specs();
         Ok(state)
+    }
+
+    pub(super) fn rollouts(&self) -> &super::rollouts::Rollouts {
+        &self.inner.rollouts
+    }
+
+    /// The fleet's version (see [`AppState::bump_fleet_version`]).
+    pub(super) fn fleet_version(&self) -> u64 {
+        self.inner
+            .fleet_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Note that the fleet's reports or specs changed.
+    pub(super) fn bump_fleet_version(&self) {
+        self.inner
+            .fleet_version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Store changed bookkeeping; with `pins_changed`, put the records they give in force.
+    pub(super) fn put_books(&self, books: BTreeMap<String, SpecBook>, pins_changed: bool) {
+        if pins_changed {
+            let dir = self
+                .inner
+                .spec_dir
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.install(&dir, books);
+        } else if let Err(e) = self.inner.store.set_spec_books(books) {
+            tracing::error!(error = %e, "cannot store the rollout state: {e}; retrying at the next flush");
+        }
     }
 
     pub(super) fn store(&self) -> &Store {
@@ -153,13 +191,33 @@ impl AppState {
                 tracing::info!(daemonset = %name, "daemonset {name} {what}");
             }
         }
-        let books = specs::next_books(
+        let now = self.now();
+        let mut books = specs::next_books(
             &self.inner.store.spec_books(),
             &dir.daemonsets(),
             |name| dir.holds(name),
-            self.now(),
+            now,
         );
-        let records = specs::records(&dir, &books);
+        specs::record_revisions(
+            &mut books,
+            &dir.daemonsets(),
+            |name| {
+                let path = dir.source_of(name)?;
+                let text = std::fs::read_to_string(path).ok()?;
+                let file = path.file_name()?.to_string_lossy().into_owned();
+                Some((file, text))
+            },
+            now,
+        );
+        self.install(&dir, books);
+    }
+
+    /// Store `books` and put the records they give in force.
+    fn install(&self, dir: &SpecDir, books: BTreeMap<String, SpecBook>) {
+        self.inner
+            .rollouts
+            .set_pinned(books.values().any(|b| b.rollout.pin.is_some()));
+        let records = specs::records(dir, &books);
         if let Err(e) = self.inner.store.set_spec_books(books) {
             tracing::error!(error = %e, "cannot store the daemonsets' generations: {e}; retrying at the next flush");
         }
@@ -170,6 +228,8 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner());
         if *current.1 != records {
             *current = (current.0 + 1, Arc::new(records));
+            drop(current);
+            self.bump_fleet_version();
         }
     }
 

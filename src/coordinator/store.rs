@@ -84,6 +84,49 @@ pub struct SpecBook {
     /// The hash of the spec content the generation stands for (see
     /// [`super::specs::content_hash`]).
     pub hash: String,
+    /// The revisions of the template, oldest first, numbered as Kubernetes numbers
+    /// ControllerRevisions (a template seen again gets the next number), with the spec file's
+    /// text, kept up to `revisionHistoryLimit` besides the current one.
+    #[serde(default)]
+    pub revisions: Vec<RevisionRecord>,
+    /// The rollout's own state.
+    #[serde(default)]
+    pub rollout: RolloutBook,
+}
+
+/// One revision of a daemonset's template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub number: u64,
+    /// The template hash ([`crate::unit::revision`]).
+    pub revision: String,
+    /// Seconds since the epoch when the coordinator first saw it (as this number).
+    pub created_at: u64,
+    /// The spec file it was read from, and its text then (empty when it could not be read).
+    pub file: String,
+    pub text: String,
+}
+
+/// What the coordinator keeps of a daemonset's rollout across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutBook {
+    /// `hostset rollout pause`.
+    #[serde(default)]
+    pub paused: bool,
+    /// The rollout halted by itself (progress deadline).
+    #[serde(default)]
+    pub halt: Option<crate::rollout::Halt>,
+    /// The revision the fleet runs instead of the spec file's (`rollout undo`, rollback).
+    #[serde(default)]
+    pub pin: Option<crate::rollout::Pin>,
+    /// The last revision whose rollout completed (the target of an automatic rollback).
+    #[serde(default)]
+    pub complete_revision: String,
+    /// Why the last automatic rollback happened.
+    #[serde(default)]
+    pub rolled_back: Option<crate::rollout::Halt>,
 }
 
 /// A database error (shared: one failed commit fails every write it carried).

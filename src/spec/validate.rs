@@ -136,6 +136,25 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
     }
     validate_pod_spec(&mut f, &ds.template);
     validate_update_strategy(&mut f, &ds.update_strategy);
+    if crate::rollout::allows_surge(&ds.update_strategy)
+        && ds.name.len() > crate::unit::MAX_SURGE_DAEMONSET_NAME_LEN
+    {
+        f.error(
+            "metadata.name",
+            format!(
+                "must be no more than {} characters when maxSurge is not 0, so that the second \
+                 unit name hostset-<name>_2.service fits systemd's limit",
+                crate::unit::MAX_SURGE_DAEMONSET_NAME_LEN
+            ),
+        );
+    }
+    for (key, message) in crate::rollout::check_annotations(&ds.annotations) {
+        f.error_at(
+            "metadata.annotations",
+            format!("metadata.annotations[{key}]"),
+            message,
+        );
+    }
     if ds.min_ready_seconds < 0 {
         f.error("spec.minReadySeconds", "must be greater than or equal to 0");
     }

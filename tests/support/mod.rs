@@ -2,8 +2,10 @@
 //!
 //! - [`fleet`]: real systemd nodes (systemd-nspawn containers booted from a Debian
 //!   rootfs) for end-to-end tests of the agent.
+//! - [`coordinator`]: the real coordinator on host loopback, and the CLI against it.
 
 // Each test binary compiles this module anew and uses only part of it.
 #![allow(dead_code)]
 
+pub mod coordinator;
 pub mod fleet;
