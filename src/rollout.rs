@@ -349,7 +349,7 @@ pub fn decide(
         let done = n.updated && n.updated_available && n.available;
         if done {
             state.slots.remove(&n.node);
-        } else if n.updated || n.updated_available {
+        } else if (n.updated || n.updated_available) && n.silent_for.is_none() {
             // The new revision runs but is not available yet: it is in progress even
             // without a slot on record (the coordinator restarted, or the node had no old
             // daemon): start the deadline clock now.
@@ -385,10 +385,16 @@ pub fn decide(
     if state.halt.as_ref().is_none_or(|h| h.revision != revision) {
         state.halt = None;
         let deadline = settings.progress_deadline_seconds;
+        // A silent node is the skip timeout's business, not the deadline's.
         let late: Vec<String> = state
             .slots
             .iter()
-            .filter(|(_, s)| s.since.saturating_add(deadline) <= now)
+            .filter(|(node, s)| {
+                s.since.saturating_add(deadline) <= now
+                    && desired_names
+                        .get(node.as_str())
+                        .is_some_and(|n| n.silent_for.is_none())
+            })
             .map(|(node, _)| {
                 let problem = desired_names
                     .get(node.as_str())

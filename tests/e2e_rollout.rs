@@ -135,6 +135,26 @@ fn all_at(nodes: &[Node], ds: &str, version: &str) -> bool {
     })
 }
 
+/// Wait until the coordinator counts `nodes` nodes with `ds` updated and available: it has
+/// read the spec and the agents reported.
+fn wait_settled(c: &Coordinator, ds: &str, nodes: u64) {
+    let mut last = Value::Null;
+    let ok = wait_until(WAIT, || {
+        let out = c.cli(false, &["get", "daemonsets", "-o", "json"]);
+        last = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        last.as_array().is_some_and(|l| {
+            l.iter().any(|d| {
+                d["name"] == ds
+                    && d["status"]["updatedNumberScheduled"] == nodes
+                    && d["status"]["numberAvailable"] == nodes
+            })
+        })
+    });
+    if let Err(e) = ok {
+        panic!("{ds} not settled: {e}: {last:#}\n{}", c.log());
+    }
+}
+
 fn wait_all_at(c: &Coordinator, nodes: &[Node], ds: &str, version: &str) {
     if let Err(e) = wait_until(WAIT, || all_at(nodes, ds, version)) {
         let now: BTreeMap<String, Vec<(String, String)>> = nodes
@@ -224,6 +244,7 @@ fn rolling_updates_across_a_real_fleet() {
         start_agent(n);
     }
     wait_all_at(&coordinator, &nodes, "roll", "1");
+    wait_settled(&coordinator, "roll", 4);
 
     // 1. maxUnavailable=1.
     let phase = Instant::now();
@@ -299,6 +320,7 @@ fn rolling_updates_across_a_real_fleet() {
         &spec("surge", "1", surge, "minReadySeconds = 2\n"),
     );
     wait_all_at(&coordinator, &nodes, "surge", "1");
+    wait_settled(&coordinator, "surge", 4);
     let phase = Instant::now();
     let ((code, out), seen) = sampling(&nodes, "surge", || {
         write_spec(
@@ -324,8 +346,10 @@ fn rolling_updates_across_a_real_fleet() {
     ));
 
     // 5. A crash-looping revision halts after the first node and rolls back.
+    // minReadySeconds: a daemon that crashes right after starting is active for a moment;
+    // like Kubernetes, only minReadySeconds tells that apart from a good start.
     let guarded = "annotations = { \"hostset.io/progress-deadline-seconds\" = \"8\", \
-                   \"hostset.io/auto-rollback\" = \"true\" }\n";
+                   \"hostset.io/auto-rollback\" = \"true\" }\nminReadySeconds = 3\n";
     let before = main_pids(&nodes, "roll");
     let crashing = spec("roll", "4", one, guarded).replace(
         "command = [\"/bin/sleep\", \"infinity\"]",
@@ -367,6 +391,7 @@ fn rolling_updates_across_a_real_fleet() {
     let skip = "annotations = { \"hostset.io/skip-silent-node-seconds\" = \"6\" }\n";
     write_spec(&specs, "skip.toml", &spec("skip", "1", one, skip));
     wait_all_at(&coordinator, &nodes, "skip", "1");
+    wait_settled(&coordinator, "skip", 4);
     nodes[3].stop();
     let alive = &nodes[..3];
     write_spec(&specs, "skip.toml", &spec("skip", "2", one, skip));
@@ -379,6 +404,7 @@ fn rolling_updates_across_a_real_fleet() {
     let on_delete = "{ type = \"OnDelete\" }";
     write_spec(&specs, "od.toml", &spec("od", "1", on_delete, ""));
     wait_all_at(&coordinator, alive, "od", "1");
+    wait_settled(&coordinator, "od", 3);
     write_spec(&specs, "od.toml", &spec("od", "2", on_delete, ""));
     std::thread::sleep(Duration::from_secs(3));
     assert!(
