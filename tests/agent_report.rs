@@ -1187,3 +1187,72 @@ fn instance_ids_are_random_hex() {
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(a, b);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rolling updates without the coordinator
+
+#[tokio::test]
+async fn an_unreachable_coordinator_holds_the_running_revision() {
+    let env = Env::new("hold");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let fake = FakeSystemd::new();
+    let agent = env.agent(fake.clone(), None);
+    let reporter = Reporter::new(&env.coordinator(&url))
+        .unwrap()
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(300));
+    let running = Running::start(agent, Some(Some(reporter)));
+    let spec = |name: &str, version: &str, extra: &str| {
+        format!(
+            "name = \"{name}\"\n{extra}command = [\"/bin/sleep\", \"infinity\"]\n\
+             env = {{ V = \"{version}\" }}\nselector.matchLabels = {{ app = \"{name}\" }}\n\
+             template.labels = {{ app = \"{name}\" }}\n"
+        )
+    };
+    // A first start needs no slot.
+    env.write("daemonsets.d/held.toml", &spec("held", "1", ""));
+    let free = "annotations = { \"hostset.io/rollout-without-coordinator\" = \"true\" }\n";
+    env.write("daemonsets.d/free.toml", &spec("free", "1", free));
+    let first = wait_for("both running", || {
+        env.status().filter(|r| {
+            ["held", "free"]
+                .iter()
+                .all(|n| daemonset(r, n).is_some_and(|d| d.ready && d.main_pid != 0))
+        })
+    })
+    .await;
+    let pid = |r: &NodeReport, n: &str| daemonset(r, n).unwrap().main_pid;
+
+    // New revisions while the coordinator cannot be reached.
+    env.write("daemonsets.d/held.toml", &spec("held", "2", ""));
+    env.write("daemonsets.d/free.toml", &spec("free", "2", free));
+    let r = wait_for("free replaced, held waiting", || {
+        env.status().filter(|r| {
+            let (h, f) = (daemonset(r, "held").unwrap(), daemonset(r, "free").unwrap());
+            f.current_revision == f.desired_revision && f.ready && h.rollout == "waiting"
+        })
+    })
+    .await;
+    let held = daemonset(&r, "held").unwrap();
+    assert_ne!(held.current_revision, held.desired_revision);
+    assert_eq!(
+        pid(&r, "held"),
+        pid(&first, "held"),
+        "the old daemon keeps running"
+    );
+    assert!(
+        held.rollout_message.contains("cannot be reached"),
+        "{}",
+        held.rollout_message
+    );
+    assert_ne!(pid(&r, "free"), pid(&first, "free"));
+    // Still held a while later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = env.status().unwrap();
+    assert_eq!(pid(&r, "held"), pid(&first, "held"));
+    running.stop().await;
+}

@@ -1451,3 +1451,289 @@ fn the_unit_runs_under_systemd() {
         ("inactive", "success")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rolling updates
+
+const OPERATOR: &str = "operator-token-0123456789abcd";
+
+/// `running` at `old`, waiting for a slot to move to `new`.
+fn waiting(name: &str, old: &str, new: &str) -> DaemonSetReport {
+    DaemonSetReport {
+        desired_revision: new.into(),
+        rollout: "waiting".into(),
+        ..running(name, old)
+    }
+}
+
+#[tokio::test]
+async fn slots_pace_a_rolling_update_and_operators_steer_it() {
+    let setup = Setup::new("rollout");
+    write(
+        &setup.root().join("read-tokens"),
+        &format!("{READER}\n{OPERATOR} operator\n"),
+        0o600,
+    );
+    let s = setup.start().await;
+    let v1 = s.daemonset("web").await.revision;
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        let r = report(n, n, 1, vec![running("web", &v1)]);
+        assert_eq!(
+            s.report(Some(AGENT), &r).await.status,
+            StatusCode::NO_CONTENT,
+            "nothing to say to {i}"
+        );
+    }
+    // A new revision: every node waits; one slot (maxUnavailable 1 of 3), by node name.
+    let file = setup.root().join("specs/web.toml");
+    write(&file, &WEB.replace("/usr/bin/web", "/usr/bin/web2"), 0o644);
+    eventually(&s, "revision 2", |d| {
+        d.iter().any(|d| d.name == "web" && d.revision != v1)
+    })
+    .await;
+    let v2 = s.daemonset("web").await.revision;
+    let mut answers = Vec::new();
+    for n in ["a", "b", "c"] {
+        let a = s
+            .report(
+                Some(AGENT),
+                &report(n, n, 2, vec![waiting("web", &v1, &v2)]),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        answers.push(a.json());
+    }
+    assert_eq!(answers[0]["grants"]["web"], v2, "{:#}", answers[0]);
+    for a in &answers[1..] {
+        assert!(a["grants"].is_null(), "{a:#}");
+        assert!(
+            a["waits"]["web"]
+                .as_str()
+                .unwrap()
+                .contains("maxUnavailable 1"),
+            "{a:#}"
+        );
+    }
+    // A held poll answers at once when the directives differ from what the agent has...
+    let b = s
+        .get("/v1/nodes/b/directives?wait=5&known=0000", Some(AGENT))
+        .await;
+    assert_eq!(b.status, StatusCode::OK);
+    let etag = serde_json::from_str::<hostset::rollout::Directives>(&b.body)
+        .unwrap()
+        .etag();
+    // ... and is woken when a slot frees up: a is updated and available.
+    let poll = {
+        let (base, client) = (s.base.clone(), s.client.clone());
+        tokio::spawn(async move {
+            client
+                .get(format!("{base}/v1/nodes/b/directives?wait=20&known={etag}"))
+                .bearer_auth(AGENT)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !poll.is_finished(),
+        "the poll is held while nothing changes"
+    );
+    s.report(Some(AGENT), &report("a", "a", 3, vec![running("web", &v2)]))
+        .await;
+    let woken: Value = serde_json::from_str(
+        &tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(woken["grants"]["web"], v2, "{woken:#}");
+
+    // Steering needs an operator token.
+    let pause = "/v1/daemonsets/web/rollout/pause";
+    for t in [READER, AGENT] {
+        let a = s
+            .send(Method::POST, pause, Some(t), Some(b"{}".to_vec()))
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        assert!(a.error().contains("operator"), "{}", a.error());
+    }
+    let a = s
+        .send(Method::POST, pause, Some(OPERATOR), Some(b"{}".to_vec()))
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    // Paused: c gets no slot even once b is done.
+    s.report(Some(AGENT), &report("b", "b", 3, vec![running("web", &v2)]))
+        .await;
+    let c = s
+        .report(
+            Some(AGENT),
+            &report("c", "c", 3, vec![waiting("web", &v1, &v2)]),
+        )
+        .await
+        .json();
+    assert!(
+        c["waits"]["web"].as_str().unwrap().contains("paused"),
+        "{c:#}"
+    );
+    let view = s.daemonset("web").await.rollout.unwrap();
+    assert!(view.paused);
+    assert_eq!(view.conditions[0].reason, "RolloutPaused");
+    s.send(
+        Method::POST,
+        "/v1/daemonsets/web/rollout/resume",
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    let c = s
+        .report(
+            Some(AGENT),
+            &report("c", "c", 4, vec![waiting("web", &v1, &v2)]),
+        )
+        .await
+        .json();
+    assert_eq!(c["grants"]["web"], v2, "{c:#}");
+    s.report(Some(AGENT), &report("c", "c", 5, vec![running("web", &v2)]))
+        .await;
+    let view = s.daemonset("web").await.rollout.unwrap();
+    assert!(view.progress.complete, "{view:#?}");
+    assert_eq!(view.revision_number, 2);
+
+    // History and undo: revision 1 comes back as a pin, sent with every answer.
+    let h = s
+        .get("/v1/daemonsets/web/history", Some(READER))
+        .await
+        .json();
+    assert_eq!(h.as_array().unwrap().len(), 2, "{h:#}");
+    assert_eq!(h[1]["current"], true);
+    let text = s
+        .get("/v1/daemonsets/web/history?revision=1", Some(READER))
+        .await
+        .json();
+    assert_eq!(text[0]["text"], WEB);
+    let bad = s
+        .send(
+            Method::POST,
+            "/v1/daemonsets/web/rollout/undo",
+            Some(OPERATOR),
+            Some(br#"{"toRevision": 9}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.error().contains("no revision 9"), "{}", bad.error());
+    let undo = s
+        .send(
+            Method::POST,
+            "/v1/daemonsets/web/rollout/undo",
+            Some(OPERATOR),
+            None,
+        )
+        .await;
+    assert_eq!(undo.json()["revision"], 1, "{}", undo.body);
+    assert_eq!(
+        s.daemonset("web").await.revision,
+        v1,
+        "the pinned revision is in force"
+    );
+    let a = s.heartbeat(Some(AGENT), "a", "a", 3).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let pin = &a.json()["pins"]["web"];
+    assert_eq!(
+        (pin["from"].as_str(), pin["to"].as_str()),
+        (Some(v2.as_str()), Some(v1.as_str()))
+    );
+    assert_eq!(pin["text"], WEB);
+    s.stop().await;
+
+    // The pin and the history survive a restart.
+    let s = setup.start().await;
+    assert_eq!(
+        s.daemonset("web").await.rollout.unwrap().pinned_revision,
+        Some(1)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_slot_held_past_the_progress_deadline_halts_the_rollout() {
+    let setup = Setup::new("deadline");
+    let guarded = WEB.replace(
+        "name = \"web\"\n",
+        "name = \"web\"\nannotations = { \"hostset.io/progress-deadline-seconds\" = \"60\" }\n",
+    );
+    write(&setup.root().join("specs/web.toml"), &guarded, 0o644);
+    let s = setup.start().await;
+    let v1 = s.daemonset("web").await.revision;
+    for n in ["a", "b"] {
+        s.report(Some(AGENT), &report(n, n, 1, vec![running("web", &v1)]))
+            .await;
+    }
+    write(
+        &setup.root().join("specs/web.toml"),
+        &guarded.replace("/usr/bin/web", "/usr/bin/bad"),
+        0o644,
+    );
+    eventually(&s, "revision 2", |d| {
+        d.iter().any(|d| d.name == "web" && d.revision != v1)
+    })
+    .await;
+    let v2 = s.daemonset("web").await.revision;
+    let a = s
+        .report(
+            Some(AGENT),
+            &report("a", "a", 2, vec![waiting("web", &v1, &v2)]),
+        )
+        .await
+        .json();
+    assert_eq!(a["grants"]["web"], v2);
+    // a's new daemon never becomes ready.
+    let failing = DaemonSetReport {
+        state: "activating/auto-restart".into(),
+        ready: false,
+        ..running("web", &v2)
+    };
+    s.report(Some(AGENT), &report("a", "a", 3, vec![failing]))
+        .await;
+    setup.advance(59);
+    // (a keeps in touch: a silent node is the skip timeout's business, not the deadline's.)
+    s.heartbeat(Some(AGENT), "a", "a", 3).await;
+    let b = s
+        .report(
+            Some(AGENT),
+            &report("b", "b", 2, vec![waiting("web", &v1, &v2)]),
+        )
+        .await
+        .json();
+    assert!(
+        b["waits"]["web"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for a slot"),
+        "{b:#}"
+    );
+    setup.advance(1);
+    s.heartbeat(Some(AGENT), "a", "a", 3).await;
+    let b = s
+        .report(
+            Some(AGENT),
+            &report("b", "b", 3, vec![waiting("web", &v1, &v2)]),
+        )
+        .await
+        .json();
+    assert!(
+        b["waits"]["web"].as_str().unwrap().contains("halted"),
+        "{b:#}"
+    );
+    let view = s.daemonset("web").await.rollout.unwrap();
+    let halt = view.halt.unwrap();
+    assert_eq!(halt.hosts.len(), 1);
+    assert!(halt.hosts[0].starts_with("a: "), "{:?}", halt.hosts);
+    assert_eq!(view.conditions[0].reason, "ProgressDeadlineExceeded");
+    assert_eq!(view.conditions[0].status, "False");
+    s.stop().await;
+}

@@ -500,3 +500,33 @@ fn probe_diagnostics_use_the_native_paths() {
         ]
     );
 }
+
+#[test]
+fn rollout_annotations_and_surge_ports_are_checked() {
+    let text = "name = \"exp\"\nselector.matchLabels = { app = \"exp\" }\n\
+                template.labels = { app = \"exp\" }\ncommand = [\"/bin/sleep\", \"infinity\"]\n\
+                annotations = { \"hostset.io/auto-rollback\" = \"maybe\", \
+                \"hostset.io/progress-deadline-seconds\" = \"0\" }\n\
+                updateStrategy = { type = \"RollingUpdate\", maxUnavailable = 0, maxSurge = 1 }\n\
+                [[ports]]\nname = \"metrics\"\nport = 9100\n";
+    let loaded = hostset::spec::parse_daemonsets("exp.toml", text, hostset::spec::Format::Toml);
+    let lines: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "annotations: hostset.io/auto-rollback: invalid value \"maybe\": must be \"true\" or \"false\""
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("hostset.io/progress-deadline-seconds: invalid value \"0\"")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("updateStrategy.maxSurge: warning:") && l.contains("9100/TCP")),
+        "{lines:#?}"
+    );
+}

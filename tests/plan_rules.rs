@@ -443,3 +443,126 @@ fn node_name_pins_a_daemonset() {
         p.statuses[0].verdict
     );
 }
+
+// --- Rolling updates gated by the coordinator ---------------------------------------------
+
+fn as_unit(mut u: ObservedUnit, name: &str) -> ObservedUnit {
+    u.name = name.to_string();
+    u
+}
+
+#[test]
+fn an_old_revision_waits_for_its_slot_and_is_replaced_with_it() {
+    let a = desired(ds("a", ""));
+    let units = [running(&a, Some("old"))];
+    let mut w = World::default();
+    w.gates.insert(
+        "a".into(),
+        Gate::Wait("waiting for a slot: 1 of maxUnavailable 1 node(s) unavailable".into()),
+    );
+    let p = w.plan(&node(&[], &[]), std::slice::from_ref(&a), &units);
+    assert!(
+        p.actions.is_empty(),
+        "the old revision keeps running: {:?}",
+        p.actions
+    );
+    assert_eq!(p.statuses[0].rollout, "waiting");
+    assert!(p.statuses[0].rollout_message.contains("maxUnavailable"));
+    w.gates.insert("a".into(), Gate::Granted);
+    let p = w.plan(&node(&[], &[]), std::slice::from_ref(&a), &units);
+    assert_eq!(stops(&p), ["hostset-a.service"]);
+    assert_eq!(p.statuses[0].rollout, "replacing");
+    // Once the old unit is gone, the new revision starts: no slot needed for a start.
+    w.gates.insert("a".into(), Gate::Wait("paused".into()));
+    let p = w.plan(&node(&[], &[]), &[a], &[]);
+    assert_eq!(starts(&p), ["hostset-a.service"]);
+}
+
+#[test]
+fn without_a_coordinator_the_node_replaces_on_its_own() {
+    let a = desired(ds("a", ""));
+    let units = [running(&a, Some("old"))];
+    let p = World::default().plan(&node(&[], &[]), &[a], &units);
+    assert_eq!(stops(&p), ["hostset-a.service"]);
+}
+
+#[test]
+fn surge_starts_beside_the_old_unit_and_stops_it_once_the_new_is_available() {
+    let a = desired(ds(
+        "a",
+        "minReadySeconds = 5\nupdateStrategy = { type = \"RollingUpdate\", maxUnavailable = 0, maxSurge = 1 }\n",
+    ));
+    let old = running(&a, Some("old"));
+    let mut w = World::default();
+    w.gates.insert("a".into(), Gate::Granted);
+    w.now = Duration::from_secs(100);
+    let p = w.plan(
+        &node(&[], &[]),
+        std::slice::from_ref(&a),
+        std::slice::from_ref(&old),
+    );
+    assert_eq!(starts(&p), ["hostset-a_2.service"], "the second name");
+    assert!(stops(&p).is_empty(), "the old unit keeps running");
+    assert_eq!(p.statuses[0].rollout, "surging");
+
+    // Both run; the new one ready since 98 s: available at 103 s.
+    let new = as_unit(running(&a, None), "hostset-a_2.service");
+    let units = [old.clone(), new.clone()];
+    w.ready_since
+        .insert("hostset-a_2.service".into(), Duration::from_secs(98));
+    let p = w.plan(&node(&[], &[]), std::slice::from_ref(&a), &units);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(p.wake_at, Some(Duration::from_secs(103)));
+    let s = &p.statuses[0];
+    assert_eq!(
+        (s.unit.as_deref(), s.current_revision.as_str()),
+        (Some("hostset-a.service"), "old"),
+        "the oldest unit stands for the daemonset, as Kubernetes counts"
+    );
+    assert_eq!(s.second.as_ref().unwrap().unit, "hostset-a_2.service");
+    w.now = Duration::from_secs(103);
+    let p = w.plan(&node(&[], &[]), std::slice::from_ref(&a), &units);
+    assert_eq!(stops(&p), ["hostset-a.service"]);
+
+    // The daemon now lives under the second name; the next surge goes back to the first.
+    let p = w.plan(
+        &node(&[], &[]),
+        std::slice::from_ref(&a),
+        std::slice::from_ref(&new),
+    );
+    assert!(p.actions.is_empty());
+    assert_eq!(p.statuses[0].unit.as_deref(), Some("hostset-a_2.service"));
+    let b = desired(ds(
+        "a",
+        "minReadySeconds = 5\nupdateStrategy = { type = \"RollingUpdate\", maxUnavailable = 0, maxSurge = 1 }\nenv = { V = \"3\" }\n",
+    ));
+    let p = w.plan(&node(&[], &[]), &[b], std::slice::from_ref(&new));
+    assert_eq!(starts(&p), ["hostset-a.service"]);
+}
+
+#[test]
+fn a_second_unit_of_the_same_revision_is_stopped() {
+    let a = desired(ds("a", ""));
+    let units = [
+        running(&a, None),
+        as_unit(running(&a, None), "hostset-a_2.service"),
+    ];
+    let p = World::default().plan(&node(&[], &[]), &[a], &units);
+    assert_eq!(stops(&p), ["hostset-a_2.service"]);
+}
+
+#[test]
+fn a_node_that_may_no_longer_run_it_stops_both_units_of_a_surge() {
+    let a = desired(ds(
+        "a",
+        "nodeSelector = { disktype = \"ssd\" }\nupdateStrategy = { type = \"RollingUpdate\", maxUnavailable = 0, maxSurge = 1 }\n",
+    ));
+    let units = [
+        running(&a, Some("old")),
+        as_unit(running(&a, None), "hostset-a_2.service"),
+    ];
+    let p = World::default().plan(&node(&[("disktype", "hdd")], &[]), &[a], &units);
+    let mut stopped = stops(&p);
+    stopped.sort();
+    assert_eq!(stopped, ["hostset-a.service", "hostset-a_2.service"]);
+}

@@ -194,6 +194,40 @@ pub(super) fn describe_daemonset(detail: &DaemonSetDetail, now: u64) -> String {
         s.number_misscheduled
     );
 
+    if let Some(r) = &ds.rollout {
+        let p = &r.progress;
+        let pinned = r
+            .pinned_revision
+            .map(|n| format!(" (pinned to revision {n} by the coordinator)"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "Rollout:");
+        let _ = writeln!(out, "  Revision:  {}{pinned}", r.revision_number);
+        let _ = writeln!(
+            out,
+            "  Budget:    maxUnavailable {}, maxSurge {}{}",
+            p.max_unavailable,
+            p.max_surge,
+            if r.paused { " (paused)" } else { "" }
+        );
+        for c in &r.conditions {
+            let _ = writeln!(
+                out,
+                "  {}:  {} {}: {}",
+                c.kind, c.status, c.reason, c.message
+            );
+        }
+        for (what, nodes) in [
+            ("In progress", &p.in_progress),
+            ("Waiting", &p.waiting),
+            ("Skipped (silent)", &p.skipped),
+            ("Spec differs", &p.spec_differs),
+        ] {
+            if !nodes.is_empty() {
+                let _ = writeln!(out, "  {what}:  {}", nodes.join(", "));
+            }
+        }
+    }
+
     // kubectl's "Pods Status" counts the daemonset's pods by phase; here, the daemons on
     // nodes that should run one or have one: running, failed, or anything else (not there
     // yet, starting, stopping) as waiting.

@@ -148,11 +148,36 @@ pub fn validate(ds: &DaemonSet) -> Vec<Finding> {
             ),
         );
     }
+    if crate::rollout::allows_surge(&ds.update_strategy) && !ds.template.process.ports.is_empty() {
+        let ports: Vec<String> = ds
+            .template
+            .process
+            .ports
+            .iter()
+            .map(|p| {
+                let port = if p.host_port != 0 {
+                    p.host_port
+                } else {
+                    p.container_port
+                };
+                format!("{port}/{}", p.protocol)
+            })
+            .collect();
+        f.warn(
+            "spec.updateStrategy.rollingUpdate.maxSurge",
+            format!(
+                "during a surge the old and the new daemon run at once on each host, and both \
+                 would bind {}: unless the daemon shares its ports (SO_REUSEPORT), the new one \
+                 cannot start; use maxUnavailable instead",
+                ports.join(", ")
+            ),
+        );
+    }
     for (key, message) in crate::rollout::check_annotations(&ds.annotations) {
         f.error_at(
             "metadata.annotations",
             format!("metadata.annotations[{key}]"),
-            message,
+            format!("{key}: {message}"),
         );
     }
     if ds.min_ready_seconds < 0 {
