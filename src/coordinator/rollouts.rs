@@ -217,6 +217,15 @@ impl AppState {
     /// there is nothing for it (no rollout touches it, nothing is pinned), which is the
     /// common case and costs no decision.
     pub fn directives_for_answer(&self, node: &str) -> Option<Directives> {
+        if !self.wants_directives(node) {
+            return None;
+        }
+        Some(self.directives(node)).filter(|d| !d.is_empty())
+    }
+
+    /// Whether anything may be said to `node` (cheap: no decision is made): it reported a
+    /// rollout, holds a slot, or some daemonset is pinned.
+    pub fn wants_directives(&self, node: &str) -> bool {
         let rolling_here = self.store().entry(node).is_some_and(|e| {
             e.record()
                 .report
@@ -234,10 +243,7 @@ impl AppState {
             .slots
             .values()
             .any(|s| s.contains_key(node));
-        if !(rolling_here || pinned || holds_slot) {
-            return None;
-        }
-        Some(self.directives(node)).filter(|d| !d.is_empty())
+        rolling_here || pinned || holds_slot
     }
 
     /// The rollout view of daemonset `name`, from the latest decisions.

@@ -568,6 +568,10 @@ fn check_node_name(name: &str) -> Result<(), Failure> {
 
 /// 204, or 200 with the node's directives when there are any.
 async fn answer_with_directives(state: &AppState, node: String) -> Result<Response, Failure> {
+    // The common case, without a blocking task: nothing for this node.
+    if !state.wants_directives(&node) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let directives = blocking(state, move |s| s.directives_for_answer(&node))
         .await
         .map_err(|e| Failure::internal(format!("the rollout decision did not complete: {e}")))?;
