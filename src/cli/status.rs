@@ -197,6 +197,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         format!("{why}; not ready: {}", ds.readiness)
                     };
                 }
+                if !ds.rollout.is_empty() {
+                    let mut rollout = format!("rollout: {}", ds.rollout);
+                    if let Some(second) = &ds.second {
+                        rollout = format!("{rollout} ({} is {})", second.unit, second.state);
+                    }
+                    if !ds.rollout_message.is_empty() {
+                        rollout = format!("{rollout}: {}", ds.rollout_message);
+                    }
+                    why = if why.is_empty() {
+                        rollout
+                    } else {
+                        format!("{why}; {rollout}")
+                    };
+                }
+                if let Some(n) = ds.pinned_revision {
+                    let pin = format!("pinned to revision {n} by the coordinator");
+                    why = if why.is_empty() {
+                        pin
+                    } else {
+                        format!("{why}; {pin}")
+                    };
+                }
                 if !ds.last_error.is_empty() {
                     why = if why.is_empty() {
                         ds.last_error.clone()
