@@ -64,6 +64,8 @@ pub const UNIT_PATTERN: &str = "hostset-*.service";
 pub const ENV_DAEMONSET: &str = "HOSTSET_DAEMONSET";
 pub const ENV_REVISION: &str = "HOSTSET_REVISION";
 pub const ENV_LABELS: &str = "HOSTSET_LABELS";
+/// Journal field of an exec probe's output: `liveness`, `readiness` or `startup`.
+pub const ENV_PROBE: &str = "HOSTSET_PROBE";
 /// With the exec shim: how many arguments travel in the environment.
 pub const ENV_ARGC: &str = "HOSTSET_ARGC";
 /// With the exec shim: argument `i` travels as `HOSTSET_ARGV_<i>`.
@@ -1035,6 +1037,87 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
         daemonset: ds.name.clone(),
         revision,
         labels,
+        properties: props,
+    }
+}
+
+/// Prefix of the oneshot units that run exec probes. Not [`UNIT_PREFIX`]: they are no
+/// daemon's unit, and the agent's listing and signals must not see them.
+pub const PROBE_UNIT_PREFIX: &str = "hostset.probe-";
+
+/// The transient unit that runs an exec probe's `command` once for daemonset `ds` (`kind`:
+/// `liveness`, `readiness`, `startup`), as the daemon runs: its `User`, `Group`, `WorkingDirectory`, bind mounts and `env` (not the
+/// markers), in [`SLICE`], outside the agent's own sandbox. `Type=oneshot`: its start job
+/// ends when the command exits; `TimeoutStartUSec` is the probe's timeout, after which
+/// systemd kills every process of the unit. `CollectMode` stays `inactive`, so that a failed
+/// run can be read before it is reset.
+pub fn probe_unit_spec(
+    ds: &DaemonSet,
+    name: &str,
+    kind: &str,
+    command: &[String],
+    timeout_usec: u64,
+    opts: &UnitOptions,
+) -> UnitSpec {
+    let daemon = unit_spec(ds, opts);
+    let mut props: Vec<Property> = Vec::new();
+    let mut push = |name: &'static str, value: PropValue| props.push(Property { name, value });
+    push(
+        "Description",
+        PropValue::Str(format!("hostset {kind} probe of daemonset {}", ds.name)),
+    );
+    push("Slice", PropValue::Str(SLICE.to_string()));
+    push("Type", PropValue::Str("oneshot".to_string()));
+    let mut env: Vec<String> = ds
+        .template
+        .process
+        .env
+        .iter()
+        .map(|e| format!("{}={}", e.name, e.value))
+        .collect();
+    if needs_exec_shim(command) {
+        push(
+            "ExecStart",
+            PropValue::Exec(vec![ExecCommand {
+                path: opts.exec_shim.clone(),
+                argv: vec![opts.exec_shim.clone(), EXEC_SHIM_SUBCOMMAND.to_string()],
+                ignore_failure: false,
+            }]),
+        );
+        env.extend(argv_env(command));
+    } else if let Some(argv0) = command.first() {
+        push(
+            "ExecStart",
+            PropValue::Exec(vec![ExecCommand {
+                path: argv0.clone(),
+                argv: command.to_vec(),
+                ignore_failure: false,
+            }]),
+        );
+    }
+    push("Environment", PropValue::Strs(env));
+    for p in &daemon.properties {
+        if matches!(
+            p.name,
+            "User" | "Group" | "WorkingDirectory" | "BindPaths" | "BindReadOnlyPaths"
+        ) {
+            push(p.name, p.value.clone());
+        }
+    }
+    push("TimeoutStartUSec", PropValue::U64(timeout_usec.max(1)));
+    // `journalctl HOSTSET_DAEMONSET=<name>` shows the probes' output with the daemon's.
+    push(
+        "LogExtraFields",
+        PropValue::Bytes(vec![
+            format!("{ENV_DAEMONSET}={}", ds.name).into_bytes(),
+            format!("{ENV_PROBE}={kind}").into_bytes(),
+        ]),
+    );
+    UnitSpec {
+        name: name.to_string(),
+        daemonset: ds.name.clone(),
+        revision: daemon.revision,
+        labels: Labels::new(),
         properties: props,
     }
 }

@@ -317,11 +317,47 @@ async fn an_exec_probe_runs_the_command_with_the_daemons_environment() {
             d.readiness.starts_with("readiness probe failed")
         })
         .await;
-    assert!(
-        d.readiness.ends_with(": exit status 3: not yet"),
-        "{}",
-        d.readiness
+    assert!(d.readiness.ends_with(": exit status 3"), "{}", d.readiness);
+    // It ran in a oneshot unit shaped like the daemon's (the fake runs its ExecStart here).
+    let run = fake
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::RunOneshot(u) => Some(u),
+            _ => None,
+        })
+        .expect("a oneshot unit ran the probe");
+    assert!(run.name.starts_with("hostset.probe-"), "{}", run.name);
+    use hostset::unit::PropValue;
+    assert_eq!(
+        run.property("Type"),
+        Some(&PropValue::Str("oneshot".into()))
     );
+    assert_eq!(
+        run.property("Slice"),
+        Some(&PropValue::Str("hostset.slice".into()))
+    );
+    assert_eq!(
+        run.property("WorkingDirectory"),
+        Some(&PropValue::Str(env.dir.display().to_string()))
+    );
+    assert_eq!(
+        run.property("TimeoutStartUSec"),
+        Some(&PropValue::U64(1_000_000))
+    );
+    match run.property("Environment") {
+        Some(PropValue::Strs(vars)) => {
+            assert!(
+                vars.contains(&format!("FLAG={}", flag.display())),
+                "{vars:?}"
+            );
+            assert!(
+                !vars.iter().any(|v| v.starts_with("HOSTSET_DAEMONSET=")),
+                "no markers: {vars:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     std::fs::write(&flag, "").unwrap();
     env.wait_for("job", "ready once the command succeeds", |d| d.ready)
         .await;

@@ -1191,3 +1191,73 @@ fn probes_and_notify_are_part_of_the_revision() {
         assert!(seen.insert(revision(&ds.template)), "a revision repeats");
     }
 }
+
+#[test]
+fn an_exec_probe_runs_in_a_oneshot_unit_shaped_like_the_daemon() {
+    let mut ds = demo();
+    ds.template.process.user = "nobody".into();
+    ds.template.process.working_dir = "/srv".into();
+    ds.template.process.env = vec![hostset::spec::EnvVar {
+        name: "MODE".into(),
+        value: "probe".into(),
+    }];
+    ds.template.mounts = vec![hostset::spec::Mount {
+        name: "data".into(),
+        host_path: "/var/lib/demo".into(),
+        mount_path: "/data".into(),
+        read_only: true,
+    }];
+    let opts = UnitOptions::default();
+    let command = strings(&["/bin/sh", "-c", "test -S \"$SOCK\""]);
+    let u = probe_unit_spec(
+        &ds,
+        "hostset.probe-abc-1.service",
+        "readiness",
+        &command,
+        2_000_000,
+        &opts,
+    );
+    assert_eq!(u.name, "hostset.probe-abc-1.service");
+    assert!(!u.name.starts_with(UNIT_PREFIX));
+    assert_eq!(
+        u.property("Description"),
+        Some(&s("hostset readiness probe of daemonset demo"))
+    );
+    assert_eq!(u.property("Type"), Some(&s("oneshot")));
+    assert_eq!(u.property("Slice"), Some(&s("hostset.slice")));
+    assert_eq!(u.property("User"), Some(&s("nobody")));
+    assert_eq!(u.property("WorkingDirectory"), Some(&s("/srv")));
+    assert_eq!(
+        u.property("TimeoutStartUSec"),
+        Some(&PropValue::U64(2_000_000))
+    );
+    let daemon = spec(&ds);
+    assert_eq!(
+        u.property("BindReadOnlyPaths"),
+        daemon.property("BindReadOnlyPaths")
+    );
+    // `$` in an argument: through the shim, as the daemon's own ExecStart would be.
+    assert_eq!(
+        u.property("ExecStart"),
+        Some(&PropValue::Exec(vec![ExecCommand {
+            path: opts.exec_shim.clone(),
+            argv: vec![opts.exec_shim.clone(), "exec".into()],
+            ignore_failure: false,
+        }]))
+    );
+    let Some(PropValue::Strs(env)) = u.property("Environment") else {
+        panic!("no Environment");
+    };
+    assert_eq!(env[0], "MODE=probe");
+    assert_eq!(
+        argv_from_env(env.iter().filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })),
+        Some(command)
+    );
+    assert!(!env.iter().any(|e| e.starts_with("HOSTSET_DAEMONSET=")));
+    // No restart, no CollectMode: a failed run stays to be read.
+    assert_eq!(u.property("Restart"), None);
+    assert_eq!(u.property("CollectMode"), None);
+}

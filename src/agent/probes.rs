@@ -20,16 +20,20 @@
 //!
 //! # The handlers
 //!
-//! - `exec`: the command runs directly (no shell) as the daemon's user and group (with the
-//!   user's supplementary groups, as systemd's `User=` gives them), with the daemon's
-//!   environment (the spec's `env` over `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`) and
-//!   working directory, in its own process group, killed (the whole group) at the timeout.
-//!   Exit status 0 passes. It runs in the host's mount namespace, not the unit's.
+//! - `exec`: the command runs (no shell) in a transient oneshot unit
+//!   ([`unit::probe_unit_spec`]) with the daemon's `User`, `Group`, `WorkingDirectory`, bind
+//!   mounts and `env`, in `hostset.slice`: as the daemon runs, and outside the agent's own
+//!   sandbox (hostsetd.service has no CAP_SETUID, a private /tmp, a read-only /usr). systemd
+//!   kills it (every process) at the timeout. Exit status 0 passes. Its output goes to the
+//!   journal (`journalctl HOSTSET_DAEMONSET=<name> HOSTSET_PROBE=readiness`).
 //! - `httpGet`: `GET scheme://host:port/path` (host default `127.0.0.1`), HTTPS without
 //!   certificate verification, redirects followed to the same host (up to 10; a redirect
 //!   elsewhere counts as the 3xx it is), no proxy; `User-Agent: hostset-probe/<version>` and
 //!   `Accept: */*` unless `httpHeaders` set them. A status from 200 to 399 passes.
 //! - `tcpSocket`: a connection that opens within the timeout passes.
+//!
+//! HTTP GET and TCP connect run in the agent (its network is the host's); the agent's
+//! sandbox does not matter to them.
 //!
 //! # Liveness and startup failure
 //!
@@ -40,7 +44,7 @@
 //! SIGKILL.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -51,13 +55,13 @@ use tracing::{debug, info, warn};
 
 use crate::probe::{Effect, Kind, Outcome, Restored, UnitProbes};
 use crate::spec::{DaemonSet, HttpGetAction, PortRef, Probe, ProbeHandler, Process};
+use crate::systemd::Systemd;
+use crate::unit::{self, UnitOptions, UnitSpec};
 
 /// The most of a failure message kept (exec output, error chains).
 const MESSAGE_MAX: usize = 200;
-/// The most output read from an exec probe (kubelet reads 10 KiB).
-const OUTPUT_MAX: usize = 10 * 1024;
-/// The default `PATH` of a systemd service.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How much longer than an exec probe's timeout the agent waits for systemd's answer.
+const BUS_GRACE: Duration = Duration::from_secs(10);
 
 /// One unit as the agent observed it in a pass.
 #[derive(Debug, Clone)]
@@ -106,8 +110,8 @@ struct Kept {
 struct Entry {
     invocation: String,
     probes: UnitProbes,
-    /// The daemon: handlers, user, environment.
-    process: Arc<Process>,
+    /// The daemonset as desired (its process: handlers, user, environment).
+    ds: Arc<DaemonSet>,
     /// The template's `terminationGracePeriodSeconds`.
     grace: i64,
     ready_since: Option<u64>,
@@ -115,10 +119,11 @@ struct Entry {
 
 impl Entry {
     fn probe(&self, kind: Kind) -> Option<&Probe> {
+        let process = &self.ds.template.process;
         match kind {
-            Kind::Startup => self.process.startup_probe.as_ref(),
-            Kind::Liveness => self.process.liveness_probe.as_ref(),
-            Kind::Readiness => self.process.readiness_probe.as_ref(),
+            Kind::Startup => process.startup_probe.as_ref(),
+            Kind::Liveness => process.liveness_probe.as_ref(),
+            Kind::Readiness => process.readiness_probe.as_ref(),
         }
     }
 
@@ -163,6 +168,9 @@ pub struct Prober {
     killed: HashMap<String, String>,
     /// `probes.json` is behind.
     dirty: bool,
+    /// Names the exec probes' units: `hostset.probe-<instance>-<n>.service`.
+    instance: String,
+    runs: u64,
 }
 
 fn epoch_now() -> Duration {
@@ -172,8 +180,9 @@ fn epoch_now() -> Duration {
 }
 
 impl Prober {
-    /// A prober keeping its state in `state_path` (read now, if it exists).
-    pub fn new(state_path: Option<PathBuf>) -> Prober {
+    /// A prober keeping its state in `state_path` (read now, if it exists); `instance` (the
+    /// agent start's identity) names the exec probes' units.
+    pub fn new(state_path: Option<PathBuf>, instance: &str) -> Prober {
         let kept = state_path
             .as_deref()
             .and_then(|p| std::fs::read(p).ok())
@@ -188,6 +197,8 @@ impl Prober {
             kept,
             killed: HashMap::new(),
             dirty: false,
+            instance: instance.to_string(),
+            runs: 0,
         }
     }
 
@@ -215,7 +226,8 @@ impl Prober {
             {
                 continue;
             }
-            let process = Arc::new(ds.template.process.clone());
+            let ds = Arc::new(ds.clone());
+            let process = &ds.template.process;
             let since_start =
                 epoch_now().saturating_sub(Duration::from_micros(o.active_enter_usec));
             let started = now.saturating_sub(since_start);
@@ -246,8 +258,8 @@ impl Prober {
                 Entry {
                     invocation: o.invocation.to_string(),
                     probes,
-                    process,
                     grace: ds.template.termination_grace_period_seconds,
+                    ds,
                     ready_since,
                 },
             );
@@ -305,15 +317,41 @@ impl Prober {
         }
     }
 
-    /// Start every probe that is due.
-    pub fn start_due(&mut self) {
+    /// Start every probe that is due; exec probes run in oneshot units of `systemd`.
+    pub fn start_due<S: Systemd>(&mut self, systemd: &S, options: &UnitOptions) {
         let now = self.now();
         for (unit, e) in &mut self.units {
             for (kind, timeout) in e.probes.take_due(now) {
                 let Some(handler) = e.probe(kind).and_then(|p| p.handler.clone()) else {
                     continue;
                 };
-                let process = e.process.clone();
+                let exec_unit = match &handler {
+                    ProbeHandler::Exec { command } => {
+                        self.runs += 1;
+                        let name = format!(
+                            "{}{}-{}.service",
+                            unit::PROBE_UNIT_PREFIX,
+                            self.instance,
+                            self.runs
+                        );
+                        let word = match kind {
+                            Kind::Startup => "startup",
+                            Kind::Liveness => "liveness",
+                            Kind::Readiness => "readiness",
+                        };
+                        let spec = unit::probe_unit_spec(
+                            &e.ds,
+                            &name,
+                            word,
+                            command,
+                            u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+                            options,
+                        );
+                        Some((systemd.clone(), spec))
+                    }
+                    _ => None,
+                };
+                let ds = e.ds.clone();
                 let done = Done {
                     unit: unit.clone(),
                     invocation: e.invocation.clone(),
@@ -321,7 +359,7 @@ impl Prober {
                     outcome: Outcome::Success,
                 };
                 self.running.spawn(async move {
-                    let outcome = run(&handler, &process, timeout).await;
+                    let outcome = run(&handler, &ds, exec_unit, timeout).await;
                     Done { outcome, ..done }
                 });
             }
@@ -355,10 +393,11 @@ impl Prober {
                 let ready = e.probes.ready();
                 e.ready_since = ready.then(|| epoch_now().as_secs());
                 if ready {
-                    info!(unit = %done.unit, "ready");
+                    info!(unit = %done.unit, "{} is ready", done.unit);
                     self.killed.remove(&done.unit);
                 } else {
-                    info!(unit = %done.unit, reason = %e.probes.reason(), "not ready");
+                    let reason = e.probes.reason();
+                    info!(unit = %done.unit, %reason, "{} is not ready: {reason}", done.unit);
                 }
                 Followup::Report
             }
@@ -407,11 +446,20 @@ impl Prober {
 }
 
 /// Run one probe.
-pub async fn run(handler: &ProbeHandler, process: &Process, timeout: Duration) -> Outcome {
-    match handler {
-        ProbeHandler::Exec { command } => exec(command, process, timeout).await,
-        ProbeHandler::HttpGet(h) => http_get(h, process, timeout).await,
-        ProbeHandler::TcpSocket { host, port } => tcp(host, port, process, timeout).await,
+async fn run<S: Systemd>(
+    handler: &ProbeHandler,
+    ds: &DaemonSet,
+    exec_unit: Option<(S, UnitSpec)>,
+    timeout: Duration,
+) -> Outcome {
+    let process = &ds.template.process;
+    match (handler, exec_unit) {
+        (ProbeHandler::Exec { command }, Some((systemd, unit))) => {
+            exec(systemd, unit, command, timeout).await
+        }
+        (ProbeHandler::Exec { .. }, None) => Outcome::Failure("exec: no unit to run it in".into()),
+        (ProbeHandler::HttpGet(h), _) => http_get(h, process, timeout).await,
+        (ProbeHandler::TcpSocket { host, port }, _) => tcp(host, port, process, timeout).await,
     }
 }
 
@@ -560,149 +608,41 @@ async fn http_get(h: &HttpGetAction, process: &Process, timeout: Duration) -> Ou
     }
 }
 
-/// The user and groups an exec probe runs as: `None` for the agent's own.
-struct Identity {
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-    groups: Vec<nix::unistd::Gid>,
-    env: Vec<(String, String)>,
+/// systemd's own exit statuses for a unit whose process could not start (`systemd.exec(5)`).
+fn exit_status_hint(status: i32) -> &'static str {
+    match status {
+        200 => " (systemd could not change to the working directory)",
+        203 => " (systemd could not execute the program)",
+        216 => " (the group does not exist)",
+        217 => " (the user does not exist)",
+        _ => "",
+    }
 }
 
-/// The daemon's user and group, as systemd's `User=`/`Group=` resolve them.
-fn identity(process: &Process) -> Result<Option<Identity>, String> {
-    use nix::unistd::{Gid, Group, Uid, User};
-    if process.user.is_empty() && process.group.is_empty() {
-        return Ok(None);
-    }
-    let user = if process.user.is_empty() {
-        User::from_uid(Uid::current()).ok().flatten()
-    } else if let Ok(n) = process.user.parse::<u32>() {
-        User::from_uid(Uid::from_raw(n)).ok().flatten()
-    } else {
-        Some(
-            User::from_name(&process.user)
-                .map_err(|e| format!("cannot look up user {}: {e}", process.user))?
-                .ok_or_else(|| format!("no user {}", process.user))?,
-        )
-    };
-    let uid = match (&user, process.user.parse::<u32>()) {
-        (Some(u), _) => u.uid,
-        (None, Ok(n)) => Uid::from_raw(n),
-        (None, Err(_)) => Uid::current(),
-    };
-    let gid = if process.group.is_empty() {
-        user.as_ref().map_or(Gid::from_raw(uid.as_raw()), |u| u.gid)
-    } else if let Ok(n) = process.group.parse::<u32>() {
-        Gid::from_raw(n)
-    } else {
-        Group::from_name(&process.group)
-            .map_err(|e| format!("cannot look up group {}: {e}", process.group))?
-            .ok_or_else(|| format!("no group {}", process.group))?
-            .gid
-    };
-    let mut groups = vec![gid];
-    let mut env = Vec::new();
-    if let Some(u) = &user {
-        if let Ok(name) = std::ffi::CString::new(u.name.clone())
-            && let Ok(list) = nix::unistd::getgrouplist(&name, gid)
-        {
-            groups = list;
-        }
-        env.push(("HOME".to_string(), u.dir.display().to_string()));
-        env.push(("USER".to_string(), u.name.clone()));
-        env.push(("LOGNAME".to_string(), u.name.clone()));
-        env.push(("SHELL".to_string(), u.shell.display().to_string()));
-    }
-    Ok(Some(Identity {
-        uid,
-        gid,
-        groups,
-        env,
-    }))
-}
-
-async fn exec(command: &[String], process: &Process, timeout: Duration) -> Outcome {
-    use tokio::io::AsyncReadExt;
+/// Run an exec probe's command once, in the oneshot unit `unit` ([`unit::probe_unit_spec`]).
+async fn exec<S: Systemd>(
+    systemd: S,
+    unit: UnitSpec,
+    command: &[String],
+    timeout: Duration,
+) -> Outcome {
     let shown = format!("exec {}", command.join(" "));
     let fail = |m: String| Outcome::Failure(clip(&format!("{shown}: {m}")));
-    let Some(program) = command.first() else {
-        return fail("no command".into());
-    };
-    let identity = match identity(process) {
-        Ok(i) => i,
-        Err(e) => return fail(e),
-    };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&command[1..])
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .current_dir(if process.working_dir.is_empty() {
-            Path::new("/")
-        } else {
-            Path::new(&process.working_dir)
-        })
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(id) = &identity {
-        cmd.envs(id.env.iter().map(|(k, v)| (k, v)));
-        let (uid, gid, groups) = (id.uid, id.gid, id.groups.clone());
-        // SAFETY: only async-signal-safe system calls run between fork and exec, on values
-        // prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setgroups(&groups)?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(uid)?;
-                Ok(())
-            });
-        }
-    }
-    cmd.envs(process.env.iter().map(|e| (&e.name, &e.value)));
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot run: {e}")),
-    };
-    let pgid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let collect = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.take(OUTPUT_MAX as u64).read_to_end(&mut out).await;
-        }
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(OUTPUT_MAX as u64).read_to_end(&mut err).await;
-        }
-        let status = child.wait().await;
-        out.extend_from_slice(&err);
-        (status, out)
-    };
-    let result = tokio::time::timeout(timeout, collect).await;
-    match result {
-        Ok((Ok(status), _)) if status.success() => Outcome::Success,
-        Ok((Ok(status), output)) => {
-            let text = String::from_utf8_lossy(&output);
-            let why = match status.code() {
-                Some(c) => format!("exit status {c}"),
-                None => format!("killed by {status}"),
-            };
-            if text.trim().is_empty() {
-                fail(why)
-            } else {
-                fail(format!("{why}: {}", text.trim()))
-            }
-        }
-        Ok((Err(e), _)) => fail(e.to_string()),
-        Err(_) => {
-            // The whole group: a shell's children too.
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            }
-            fail(format!("timed out after {}", seconds(timeout)))
-        }
+    // systemd kills the command at the timeout; this only guards against a bus that hangs.
+    let answer = tokio::time::timeout(timeout + BUS_GRACE, systemd.run_oneshot(&unit)).await;
+    match answer {
+        Err(_) => fail("no answer from systemd".into()),
+        Ok(Err(e)) => fail(format!("cannot run: {e}")),
+        Ok(Ok(r)) => match r.result.as_str() {
+            "success" => Outcome::Success,
+            "exit-code" => fail(format!(
+                "exit status {}{}",
+                r.exit_status,
+                exit_status_hint(r.exit_status)
+            )),
+            "timeout" => fail(format!("timed out after {}", seconds(timeout))),
+            "signal" | "core-dump" => fail(format!("killed by signal {}", r.exit_status)),
+            other => fail(format!("failed ({other})")),
+        },
     }
 }

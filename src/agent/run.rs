@@ -146,10 +146,12 @@ impl<S: Systemd> Agent<S> {
         status_path: Option<PathBuf>,
     ) -> Self {
         let specs = SpecDir::new(&config.spec_dir);
+        let instance = report::new_instance_id();
         let prober = Prober::new(
             status_path
                 .as_ref()
                 .map(|p| p.with_file_name(PROBE_STATE_FILE)),
+            &instance,
         );
         let pressure = conditions::PressureTracker::new(config.thresholds.transition_period);
         Agent {
@@ -175,7 +177,7 @@ impl<S: Systemd> Agent<S> {
             status_path,
             live: HashMap::new(),
             live_stale: HashSet::new(),
-            instance: report::new_instance_id(),
+            instance,
             addresses: Vec::new(),
             last_report: None,
             reports: watch::Sender::new(None),
@@ -941,7 +943,7 @@ impl<S: Systemd> Agent<S> {
                 _ => {}
             }
         }
-        self.prober.start_due();
+        self.prober.start_due(&self.systemd, &self.unit_options);
     }
 
     /// Whether probes are running.
@@ -961,7 +963,7 @@ impl<S: Systemd> Agent<S> {
             Followup::None => {}
             Followup::Report => self.republish(),
             Followup::Kill { unit, reason } => {
-                warn!(%unit, %reason, "restarting the daemon");
+                warn!(%unit, %reason, "restarting {unit}: {reason}");
                 if let Err(e) = self.systemd.kill(&unit, "main", SIGTERM).await {
                     warn!(%unit, error = %e, "cannot kill the daemon");
                 }

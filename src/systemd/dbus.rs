@@ -30,7 +30,7 @@ use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, Value};
 use zbus::{Connection, MatchRule, MessageStream};
 
-use super::{Event, Systemd, SystemdError, UnitDetails, UnitState};
+use super::{Event, RunResult, Systemd, SystemdError, UnitDetails, UnitState};
 use crate::unit::{PropValue, UNIT_PREFIX, UnitSpec};
 
 /// systemd's well-known bus name.
@@ -188,6 +188,9 @@ pub trait Service {
     /// `Result` (s).
     #[zbus(property, name = "Result")]
     fn result(&self) -> zbus::Result<String>;
+    /// `ExecMainStatus` (i).
+    #[zbus(property, name = "ExecMainStatus")]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
     /// `Environment` (as).
     #[zbus(property)]
     fn environment(&self) -> zbus::Result<Vec<String>>;
@@ -316,6 +319,59 @@ impl Systemd for Bus {
             .kill_unit(unit, whom, signal)
             .await
             .map_err(|e| map_error("KillUnit", unit, e))
+    }
+
+    async fn run_oneshot(&self, unit: &UnitSpec) -> Result<RunResult, SystemdError> {
+        self.subscribe_once().await?;
+        // The stream (its match rule) before the start: the signal may come before the reply.
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| map_error("JobRemoved", &unit.name, e))?;
+        let properties: Vec<(&str, Value<'_>)> = unit
+            .properties
+            .iter()
+            .map(|p| (p.name, prop_value(&p.value)))
+            .collect();
+        let job = self
+            .manager
+            .start_transient_unit(&unit.name, "fail", &properties, &[])
+            .await
+            .map_err(|e| map_error("StartTransientUnit", &unit.name, e))?;
+        let result = loop {
+            let Some(signal) = removed.next().await else {
+                return Err(SystemdError::Bus(format!(
+                    "the JobRemoved stream ended while {} ran",
+                    unit.name
+                )));
+            };
+            if let Ok(args) = signal.args()
+                && args.job().as_str() == job.as_str()
+            {
+                break args.result().to_string();
+            }
+        };
+        if result == "done" {
+            return Ok(RunResult {
+                result: "success".into(),
+                exit_status: 0,
+            });
+        }
+        let read = async {
+            let path = self.manager.get_unit(&unit.name).await?;
+            let service = self.service_proxy(path.as_ref()).await?;
+            Ok::<_, zbus::Error>(RunResult {
+                result: service.result().await?,
+                exit_status: service.exec_main_status().await?,
+            })
+        }
+        .await;
+        let _ = self.manager.reset_failed_unit(&unit.name).await;
+        Ok(read.unwrap_or(RunResult {
+            result,
+            exit_status: 0,
+        }))
     }
 
     async fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {

@@ -17,6 +17,10 @@
 //!   order;
 //! - `kill` of an active unit's processes is a crash: systemd restarts it
 //!   (`Restart=always`), as [`FakeSystemd::crash`] does, whatever the signal;
+//! - `run_oneshot` runs the unit's `ExecStart` on this machine (through the exec shim's
+//!   argv when the unit carries one), with its `Environment` (only) and
+//!   `WorkingDirectory`, as the current user, killed after `TimeoutStartUSec`; the result is
+//!   `success`, `exit-code` (with the status), `signal` or `timeout`. It loads no unit;
 //! - `reset_failed` removes a failed unit; on any other it only resets
 //!   NRestarts to 0 and Result to `success`, without an event (as systemd
 //!   252 does);
@@ -38,7 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::{Event, Systemd, SystemdError, UnitDetails, UnitState};
+use super::{Event, RunResult, Systemd, SystemdError, UnitDetails, UnitState};
 use crate::unit::{PropValue, Property, UNIT_PREFIX, UnitSpec};
 
 /// Capacity of each channel [`FakeSystemd::events`] returns.
@@ -57,6 +61,8 @@ pub enum Call {
     Stop(String),
     /// `kill(unit, whom, signal)`.
     Kill(String, String, i32),
+    /// `run_oneshot(spec)`.
+    RunOneshot(UnitSpec),
     /// `reset_failed(unit)`.
     ResetFailed(String),
     /// `set_description(unit, description)`.
@@ -73,6 +79,7 @@ pub enum Op {
     Start,
     Stop,
     Kill,
+    RunOneshot,
     ResetFailed,
     SetDescription,
     List,
@@ -389,6 +396,11 @@ impl Systemd for FakeSystemd {
         Ok(())
     }
 
+    async fn run_oneshot(&self, unit: &UnitSpec) -> Result<RunResult, SystemdError> {
+        drop(self.enter(Op::RunOneshot, Call::RunOneshot(unit.clone()))?);
+        run_locally(unit).await
+    }
+
     async fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
         let mut inner = self.enter(Op::ResetFailed, Call::ResetFailed(unit.to_string()))?;
         let u = inner.loaded(unit)?;
@@ -457,6 +469,97 @@ impl Systemd for FakeSystemd {
         inner.subscribers.push(Subscriber { tx, lost: false });
         Ok(rx)
     }
+}
+
+/// [`FakeSystemd::run_oneshot`]: the unit's command, run here.
+async fn run_locally(unit: &UnitSpec) -> Result<RunResult, SystemdError> {
+    let prop = |name: &str| {
+        unit.properties
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.value)
+    };
+    let env: Vec<String> = match prop("Environment") {
+        Some(PropValue::Strs(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    let mut argv = match prop("ExecStart") {
+        Some(PropValue::Exec(cmds)) if !cmds.is_empty() => cmds[0].argv.clone(),
+        _ => {
+            return Err(SystemdError::Call {
+                op: "StartTransientUnit",
+                unit: unit.name.clone(),
+                name: "org.freedesktop.systemd1.BadUnitSetting".into(),
+                message: format!("Unit {} has a bad unit file setting.", unit.name),
+            });
+        }
+    };
+    let pairs: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Through the exec shim: the argv travels in the environment.
+    if argv.get(1).map(String::as_str) == Some(crate::unit::EXEC_SHIM_SUBCOMMAND)
+        && let Some(real) = crate::unit::argv_from_env(pairs.iter().cloned())
+    {
+        argv = real;
+    }
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(pairs)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(PropValue::Str(dir)) = prop("WorkingDirectory") {
+        cmd.current_dir(dir);
+    }
+    let timeout = match prop("TimeoutStartUSec") {
+        Some(PropValue::U64(us)) => std::time::Duration::from_micros(*us),
+        _ => std::time::Duration::from_secs(90),
+    };
+    let mut child = match cmd.spawn() {
+        // systemd's status for a program it cannot execute (203/EXEC).
+        Err(_) => {
+            return Ok(RunResult {
+                result: "exit-code".into(),
+                exit_status: 203,
+            });
+        }
+        Ok(c) => c,
+    };
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Err(_) => {
+            let _ = child.kill().await;
+            return Ok(RunResult {
+                result: "timeout".into(),
+                exit_status: 0,
+            });
+        }
+        Ok(Err(e)) => return Err(SystemdError::Bus(format!("waiting for {}: {e}", unit.name))),
+        Ok(Ok(status)) => status,
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(0), _) => RunResult {
+            result: "success".into(),
+            exit_status: 0,
+        },
+        (Some(code), _) => RunResult {
+            result: "exit-code".into(),
+            exit_status: code,
+        },
+        (None, signal) => RunResult {
+            result: "signal".into(),
+            exit_status: signal.unwrap_or(0),
+        },
+    })
 }
 
 /// The unit's `Description` property, else its name (as systemd shows it).

@@ -46,6 +46,15 @@ pub struct UnitDetails {
     pub invocation_id: String,
 }
 
+/// How the run of a oneshot unit ended ([`Systemd::run_oneshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// `Service.Result`: `success`, `exit-code`, `signal`, `timeout`, `core-dump`, ...
+    pub result: String,
+    /// `Service.ExecMainStatus`: the exit status, or the signal with `signal`.
+    pub exit_status: i32,
+}
+
 /// Something changed in systemd that may matter to the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -83,7 +92,8 @@ pub enum SystemdError {
 
 /// The calls hostset makes. Methods return once systemd has accepted the
 /// request (the job is queued); completion arrives as [`Event::JobRemoved`].
-pub trait Systemd: Send + Sync {
+/// Cheap to clone (clones share the connection), so that work can run in tasks of its own.
+pub trait Systemd: Send + Sync + Clone + 'static {
     /// `StartTransientUnit(name, "fail", properties, [])`.
     fn start_transient(
         &self,
@@ -100,6 +110,14 @@ pub trait Systemd: Send + Sync {
         whom: &str,
         signal: i32,
     ) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    /// Start `unit`, a transient `Type=oneshot` unit, and wait until its process ended
+    /// (`JobRemoved` of its start job). A unit that failed stays loaded (the default
+    /// `CollectMode=inactive`) until its result is read; then it is reset, so that it goes.
+    /// Its name must not start with `hostset-`: it is no daemon's unit.
+    fn run_oneshot(
+        &self,
+        unit: &UnitSpec,
+    ) -> impl Future<Output = Result<RunResult, SystemdError>> + Send;
     /// `ResetFailedUnit(name)`.
     fn reset_failed(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
     /// `SetUnitProperties(name, runtime=true, [("Description", s)])`.
