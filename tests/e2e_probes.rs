@@ -240,7 +240,10 @@ fn probes_and_notify_on_real_systemd() {
         "{}",
         node.journal("hostsetd")
     );
-    let d = expect(&node, "not-alive", "restarts reported", |d| d.restarts >= 1);
+    // Between kills (it is running again, not waiting to restart):
+    let d = expect(&node, "not-alive", "restarts reported", |d| {
+        d.restarts >= 1 && d.state == "active/running"
+    });
     assert!(
         d.ready,
         "a failing liveness probe alone does not make it unready: {d:#?}"

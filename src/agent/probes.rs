@@ -149,7 +149,7 @@ struct PendingKill {
 pub enum Followup {
     /// Nothing.
     None,
-    /// The unit's readiness changed: report.
+    /// The unit's readiness changed: make a pass (it reports, and may act on it).
     Report,
     /// Kill the unit's main process (SIGTERM), for this reason.
     Kill { unit: String, reason: String },

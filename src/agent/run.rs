@@ -956,35 +956,20 @@ impl<S: Systemd> Agent<S> {
         self.prober.next_done().await
     }
 
-    /// Take a finished probe: report a change of readiness, kill a daemon whose liveness or
-    /// startup probe failed (systemd restarts it).
-    pub async fn on_probe(&mut self, done: probes::Done) {
+    /// Take a finished probe; kill a daemon whose liveness or startup probe failed (systemd
+    /// restarts it). True when a pass is due: readiness changed (the report says so, and a
+    /// surge rollout may stop the old unit now) or a daemon was killed.
+    pub async fn on_probe(&mut self, done: probes::Done) -> bool {
         match self.prober.record(done) {
-            Followup::None => {}
-            Followup::Report => self.republish(),
+            Followup::None => false,
+            Followup::Report => true,
             Followup::Kill { unit, reason } => {
                 warn!(%unit, %reason, "restarting {unit}: {reason}");
                 if let Err(e) = self.systemd.kill(&unit, "main", SIGTERM).await {
                     warn!(%unit, error = %e, "cannot kill the daemon");
                 }
-                self.republish();
+                true
             }
-        }
-    }
-
-    /// The last report with its readiness filled in again; written and sent when it changed.
-    fn republish(&mut self) {
-        let Some(mut report) = self.last_report.clone() else {
-            return;
-        };
-        for ds in &mut report.daemonsets {
-            self.fill_readiness(ds);
-        }
-        if Some(&report) != self.last_report.as_ref() {
-            report.generated_at = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            self.publish(report);
         }
     }
 
@@ -1186,7 +1171,11 @@ pub async fn run_with_reporter<S: Systemd>(
             }
             Wake::Stats => agent.refresh_live().await,
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
-            Wake::Probe(done) => agent.on_probe(done).await,
+            Wake::Probe(done) => {
+                if agent.on_probe(done).await {
+                    pass_due = earliest(pass_due, Some(now));
+                }
+            }
             Wake::Control => {
                 control.borrow_and_update();
                 pass_due = Some(now);
