@@ -1634,7 +1634,12 @@ async fn slots_pace_a_rolling_update_and_operators_steer_it() {
             None,
         )
         .await;
-    assert_eq!(undo.json()["revision"], 1, "{}", undo.body);
+    assert_eq!(
+        undo.json()["revision"],
+        3,
+        "the old template as the newest revision: {}",
+        undo.body
+    );
     assert_eq!(
         s.daemonset("web").await.revision,
         v1,
@@ -1654,8 +1659,24 @@ async fn slots_pace_a_rolling_update_and_operators_steer_it() {
     let s = setup.start().await;
     assert_eq!(
         s.daemonset("web").await.rollout.unwrap().pinned_revision,
-        Some(1)
+        Some(3)
     );
+    let h = s
+        .get("/v1/daemonsets/web/history", Some(READER))
+        .await
+        .json();
+    let numbers: Vec<(u64, bool)> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["number"].as_u64().unwrap(),
+                r["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(numbers, [(2, false), (3, true)], "{h:#}");
     s.stop().await;
 }
 

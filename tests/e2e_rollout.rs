@@ -308,7 +308,10 @@ fn rolling_updates_across_a_real_fleet() {
     operator(&coordinator, &["rollout", "undo", "roll"]);
     wait_all_at(&coordinator, &nodes, "roll", "2");
     let d = detail(&coordinator, "roll");
-    assert_eq!(d["daemonset"]["rollout"]["pinnedRevision"], 2, "{d:#}");
+    assert_eq!(
+        d["daemonset"]["rollout"]["pinnedRevision"], 4,
+        "revision 2 again, as revision 4: {d:#}"
+    );
     let (code, out) = rollout_status(&coordinator, "roll");
     assert_eq!(code, 0, "{out}");
 

@@ -337,6 +337,7 @@ impl AppState {
             };
             if target.revision == file_revision {
                 book.rollout.pin = None;
+                number = target.number;
             } else {
                 if target.text.is_empty() {
                     return Err(SteerError::Invalid(format!(
@@ -344,15 +345,22 @@ impl AppState {
                         target.number
                     )));
                 }
+                // As `kubectl rollout undo`: the old template comes back as the newest
+                // revision, with the next number.
+                let next = book.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+                book.revisions.retain(|r| r.revision != target.revision);
+                let mut again = target.clone();
+                again.number = next;
+                book.revisions.push(again);
+                number = next;
                 book.rollout.pin = Some(Pin {
                     from: file_revision.clone(),
                     to: target.revision.clone(),
-                    number: target.number,
+                    number: next,
                     file: target.file.clone(),
                     text: target.text.clone(),
                 });
             }
-            number = target.number;
             book.rollout.halt = None;
             Ok(true)
         })?;

@@ -137,8 +137,14 @@ pub fn record_revisions(
             tracing::info!(daemonset = %ds.name, "the spec has a new revision: the pinned revision no longer applies");
             book.rollout.pin = None;
         }
+        // While a pin from this revision holds, the pinned revision is the newest.
+        let pinned_from_here = book
+            .rollout
+            .pin
+            .as_ref()
+            .is_some_and(|p| p.from == revision);
         let newest = book.revisions.last().map(|r| r.revision.as_str());
-        if newest != Some(revision.as_str()) {
+        if newest != Some(revision.as_str()) && !pinned_from_here {
             let number = book.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
             let (file, text) = text_of(&ds.name).unwrap_or_default();
             book.revisions.retain(|r| r.revision != revision);
