@@ -262,6 +262,22 @@ impl Running {
     }
 }
 
+/// A free port nobody listens on (for now), and the agent's loop reporting to it with short
+/// backoffs.
+fn with_absent_coordinator(env: &Env) -> (u16, Running) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let agent = env.agent(FakeSystemd::new(), None);
+    let reporter = Reporter::new(&env.coordinator(&url))
+        .unwrap()
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(300));
+    (port, Running::start(agent, Some(Some(reporter))))
+}
+
 fn daemonset<'a>(r: &'a NodeReport, name: &str) -> Option<&'a hostset::report::DaemonSetReport> {
     r.daemonsets.iter().find(|d| d.name == name)
 }
@@ -450,18 +466,7 @@ async fn a_heartbeat_answered_409_brings_a_full_report() {
 async fn a_coordinator_down_then_up_gets_the_latest_report() {
     let env = Env::new("down");
     // A port nobody listens on, for now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let fake = FakeSystemd::new();
-    let agent = env.agent(fake.clone(), None);
-    let reporter = Reporter::new(&env.coordinator(&url))
-        .unwrap()
-        .with_backoff(Duration::from_millis(50), Duration::from_millis(300));
-    let running = Running::start(agent, Some(Some(reporter)));
+    let (port, running) = with_absent_coordinator(&env);
 
     // The agent works without its coordinator.
     wait_for("the first pass", || env.status()).await;
@@ -1194,18 +1199,7 @@ fn instance_ids_are_random_hex() {
 #[tokio::test]
 async fn an_unreachable_coordinator_holds_the_running_revision() {
     let env = Env::new("hold");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let fake = FakeSystemd::new();
-    let agent = env.agent(fake.clone(), None);
-    let reporter = Reporter::new(&env.coordinator(&url))
-        .unwrap()
-        .with_backoff(Duration::from_millis(50), Duration::from_millis(300));
-    let running = Running::start(agent, Some(Some(reporter)));
+    let (_, running) = with_absent_coordinator(&env);
     let spec = |name: &str, version: &str, extra: &str| {
         format!(
             "name = \"{name}\"\n{extra}command = [\"/bin/sleep\", \"infinity\"]\n\

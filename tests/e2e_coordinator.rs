@@ -11,132 +11,21 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fleet::{Fleet, Node, NodeOpts, notice, wait_until};
+use support::coordinator::{
+    AGENT_TOKEN, Coordinator, READ_TOKEN, agent_node, free_port, start_agent, write_spec,
+};
+use support::fleet::{Fleet, Node, notice, wait_until};
 
-const SPECS: &str = "/etc/hostset/daemonsets.d";
-const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
-const READ_TOKEN: &str = "read-token-0123456789abcdef";
-const GRACE: &str = "3";
+const GRACE: u64 = 3;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn write_private(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn write_spec(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(&tmp, dir.join(file)).unwrap();
-}
-
-/// The coordinator process on the host, stopped (by its PID) on drop.
-struct Coordinator {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    specs: PathBuf,
-}
-
-impl Coordinator {
-    fn start(dir: &Path, specs: &Path, port: u16) -> Coordinator {
-        let log =
-            std::fs::File::create(dir.join(format!("coordinator-{}.log", std::process::id())))
-                .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hostset-coordinator"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--spec-dir")
-            .arg(specs)
-            .arg("--agent-token-file")
-            .arg(dir.join("agent-tokens"))
-            .arg("--read-token-file")
-            .arg(dir.join("read-tokens"))
-            .args(["--grace-period", GRACE, "--log-format", "text"])
-            .env("HOSTSET_CONFIG_DIR", dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start hostset-coordinator");
-        let c = Coordinator {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-            specs: specs.to_path_buf(),
-        };
-        wait_until(WAIT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .unwrap_or_else(|e| panic!("coordinator not listening: {e}\n{}", c.log()));
-        c
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(
-            self.dir
-                .join(format!("coordinator-{}.log", std::process::id())),
-        )
-        .unwrap_or_default()
-    }
-
-    /// Stop it (SIGTERM to our child, then wait) and start it again on the same state.
-    fn restart(mut self) -> Coordinator {
-        self.stop();
-        let (dir, specs, port) = (self.dir.clone(), self.specs.clone(), self.port);
-        std::mem::forget(self);
-        Coordinator::start(&dir, &specs, port)
-    }
-
-    fn stop(&mut self) {
-        let _ = nix_kill(self.child.id());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn nix_kill(pid: u32) -> std::io::Result<()> {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
-    }
-}
-
-/// `hostset --coordinator URL --token-file FILE ARGS...` on the host.
+/// `hostset ARGS` with the read token; its JSON output.
 fn hostset(c: &Coordinator, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostset"))
-        .args(["--coordinator", &c.url(), "--token-file"])
-        .arg(c.dir.join("read-token"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hostset {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    c.json(args)
 }
 
 fn status_of(c: &Coordinator, ds: &str) -> Option<Value> {
@@ -171,35 +60,10 @@ fn expect_status(c: &Coordinator, ds: &str, want: &[(&str, u64)]) {
     }
 }
 
-fn agent_node(name: &str, specs: &Path, config: &Path) -> NodeOpts {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/hostsetd.service");
-    NodeOpts::new(name)
-        .bind_ro(env!("CARGO_BIN_EXE_hostsetd"), "/usr/bin/hostsetd")
-        .bind_ro(env!("CARGO_BIN_EXE_hostset"), "/usr/bin/hostset")
-        .bind_ro(unit, "/etc/systemd/system/hostsetd.service")
-        .bind_ro(specs, SPECS)
-        .bind_ro(config, "/etc/hostset/agent.toml")
-}
-
-fn start_agent(node: &Node, node_toml: &str) {
+/// The node's file, then the agent.
+fn start_agent_with(node: &Node, node_toml: &str) {
     node.write_file("/etc/hostset/node.toml", node_toml);
-    node.write_file("/etc/hostset/token", AGENT_TOKEN);
-    node.exec_ok(&["chmod", "600", "/etc/hostset/token"]);
-    let out = node.exec(&["systemctl", "start", "hostsetd"]);
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        node.name(),
-        node.journal("hostsetd")
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    start_agent(node);
 }
 
 #[test]
@@ -212,9 +76,6 @@ fn the_coordinator_counts_a_real_fleet() {
     for d in [&specs, &conf] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    write_private(&conf.join("agent-tokens"), &format!("{AGENT_TOKEN}\n"));
-    write_private(&conf.join("read-tokens"), &format!("{READ_TOKEN}\n"));
-    write_private(&conf.join("read-token"), READ_TOKEN);
 
     let log_collector = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/log-collector.toml"),
@@ -230,7 +91,7 @@ fn the_coordinator_counts_a_real_fleet() {
     );
 
     let port = free_port();
-    let coordinator = Coordinator::start(&conf, &specs, port);
+    let coordinator = Coordinator::start(&conf, &specs, port, GRACE);
     let agent_toml = conf.join("agent.toml");
     std::fs::write(
         &agent_toml,
@@ -255,7 +116,7 @@ fn the_coordinator_counts_a_real_fleet() {
             .collect(),
     );
     for (node, (_, toml)) in nodes.iter().zip(&node_files) {
-        start_agent(node, toml);
+        start_agent_with(node, toml);
     }
 
     // Coverage: log-collector on n1, n2 (n3's taint is not tolerated); ssd-only on n1.
@@ -360,7 +221,7 @@ fn the_coordinator_counts_a_real_fleet() {
 
     // n1 comes back (a new boot of the same host): Ready again, numbers recover.
     let n1 = fleet.boot(agent_node("n1", &specs, &agent_toml));
-    start_agent(&n1, node_files[0].1);
+    start_agent_with(&n1, node_files[0].1);
     wait_until(WAIT, || {
         node_status(&coordinator, "n1").as_deref() == Some("Ready")
     })

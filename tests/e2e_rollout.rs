@@ -25,39 +25,15 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::coordinator::{AGENT_TOKEN, Coordinator, free_port, write_spec};
-use support::fleet::{Fleet, Node, NodeOpts, notice, wait_until};
+use support::coordinator::{Coordinator, agent_node, free_port, start_agent, write_spec};
+use support::fleet::{Fleet, Node, notice, wait_until};
 
-const SPECS: &str = "/etc/hostset/daemonsets.d";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn agent_node(name: &str, specs: &Path, config: &Path) -> NodeOpts {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/hostsetd.service");
-    NodeOpts::new(name)
-        .bind_ro(env!("CARGO_BIN_EXE_hostsetd"), "/usr/bin/hostsetd")
-        .bind_ro(env!("CARGO_BIN_EXE_hostset"), "/usr/bin/hostset")
-        .bind_ro(unit, "/etc/systemd/system/hostsetd.service")
-        .bind_ro(specs, SPECS)
-        .bind_ro(config, "/etc/hostset/agent.toml")
-}
-
-fn start_agent(node: &Node) {
-    node.write_file("/etc/hostset/token", AGENT_TOKEN);
-    node.exec_ok(&["chmod", "600", "/etc/hostset/token"]);
-    let out = node.exec(&["systemctl", "start", "hostsetd"]);
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        node.name(),
-        node.journal("hostsetd")
-    );
-}
 
 /// A daemonset running `sleep` with `VERSION=version` (each version a revision).
 fn spec(name: &str, version: &str, strategy: &str, extra: &str) -> String {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use super::fleet::wait_until;
+use super::fleet::{Node, NodeOpts, wait_until};
 
 pub const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
@@ -33,6 +33,34 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Where agents find their specs on a node.
+pub const SPECS: &str = "/etc/hostset/daemonsets.d";
+
+/// A node running the agent under its unit file: this build's binaries, the shared spec
+/// directory `specs` and the agent configuration `config` bound in.
+pub fn agent_node(name: &str, specs: &Path, config: &Path) -> NodeOpts {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("units/hostsetd.service");
+    NodeOpts::new(name)
+        .bind_ro(env!("CARGO_BIN_EXE_hostsetd"), "/usr/bin/hostsetd")
+        .bind_ro(env!("CARGO_BIN_EXE_hostset"), "/usr/bin/hostset")
+        .bind_ro(unit, "/etc/systemd/system/hostsetd.service")
+        .bind_ro(specs, SPECS)
+        .bind_ro(config, "/etc/hostset/agent.toml")
+}
+
+/// The agent token in place, then `systemctl start hostsetd` on `node`.
+pub fn start_agent(node: &Node) {
+    node.write_file("/etc/hostset/token", AGENT_TOKEN);
+    node.exec_ok(&["chmod", "600", "/etc/hostset/token"]);
+    let out = node.exec(&["systemctl", "start", "hostsetd"]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        node.name(),
+        node.journal("hostsetd")
+    );
 }
 
 /// The coordinator process on the host.
