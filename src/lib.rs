@@ -14,6 +14,8 @@
 //! - [`report`]: what an agent says about its node (status file, the coordinator's input).
 //! - [`api`]: the coordinator's read API types.
 //! - [`fleet`]: fleet-wide status arithmetic (Kubernetes' DaemonSetStatus) from agents' reports.
+//! - [`config_file`]: what the daemons' TOML configuration files share (errors with file,
+//!   line and key; value checks).
 //! - `coordinator` (feature `coordinator`): the coordinator service.
 //! - `systemd` (feature `systemd`): the narrow trait over systemd's D-Bus API, its zbus
 //!   implementation and an in-memory fake.
@@ -30,6 +32,7 @@ pub mod agent;
 pub mod api;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod config_file;
 #[cfg(feature = "coordinator")]
 pub mod coordinator;
 pub mod fleet;

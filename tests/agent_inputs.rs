@@ -19,6 +19,7 @@ use hostset::agent::conditions::{
     self, FsStats, MemoryThreshold, Pressure, PressureTracker, Thresholds,
 };
 use hostset::agent::config::{self, Args, ConfigError, LogFormat};
+use hostset::config_file::FileError;
 use hostset::source::{Change, FileStatus, SpecDir, is_relevant};
 use hostset::spec::Taint;
 
@@ -1229,7 +1230,10 @@ fn config_missing_files() {
     let named = tmp.path().join("absent.toml");
     let err =
         config::load_in(&args(&["--config", named.to_str().unwrap()]), tmp.path()).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::File(FileError::Read { .. })),
+        "{err:?}"
+    );
     assert!(
         err.to_string().starts_with(&format!(
             "{}: cannot read the configuration: No such file or directory",

@@ -54,6 +54,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::agent::conditions::{MemoryThreshold, Thresholds};
+use crate::config_file::{self, FileError, Keys};
 use crate::quantity::Quantity;
 
 /// The configuration directory unless `$HOSTSET_CONFIG_DIR` says otherwise.
@@ -186,32 +187,12 @@ impl Config {
     }
 }
 
-/// Why the configuration cannot be loaded. Every message names the file.
+/// Why the configuration cannot be loaded. Every message about the file names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read (a missing `--config FILE`, permissions, ...).
-    #[error("{}: cannot read the configuration: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
-    #[error("{}{}: {message}", file.display(), pos.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-    Syntax {
-        file: PathBuf,
-        /// Line and column, 1-based.
-        pos: Option<(usize, usize)>,
-        message: String,
-    },
-    /// A value of the right type that is not allowed.
-    #[error("{}: {key}: {message}", file.display())]
-    Value {
-        file: PathBuf,
-        /// The key, dotted: `thresholds.disk_available_percent`.
-        key: String,
-        message: String,
-    },
+    /// The file cannot be read, is not valid TOML, or has a value that is not allowed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Flags that do not fit together with the configuration.
     #[error("{flag}: {message}")]
     Flag { flag: String, message: String },
@@ -237,13 +218,9 @@ pub fn load_in(args: &Args, config_dir: &Path) -> Result<Config, ConfigError> {
         Some(p) => (p.clone(), true),
         None => (config_dir.join(CONFIG_FILE), false),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            apply_file(&mut config, &path, &text)?;
-            config.file = Some(path);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
-        Err(source) => return Err(ConfigError::Read { file: path, source }),
+    if let Some(text) = config_file::read(&path, explicit)? {
+        apply_file(&mut config, &path, &text)?;
+        config.file = Some(path);
     }
     if let Some(dir) = &args.spec_dir {
         config.spec_dir = dir.clone();
@@ -282,62 +259,27 @@ pub fn load_in(args: &Args, config_dir: &Path) -> Result<Config, ConfigError> {
 
 /// Parse the text of a configuration file named `file` over `config`.
 pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), ConfigError> {
-    let parsed: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: file.to_path_buf(),
-        pos: e.span().map(|s| line_col(text, s.start)),
-        message: e.message().trim_end().to_string(),
-    })?;
-    let value_error = |key: &str, message: String| ConfigError::Value {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        message,
-    };
-    let absolute = |key: &str, p: PathBuf| {
-        if p.is_absolute() {
-            Ok(p)
-        } else {
-            Err(value_error(
-                key,
-                format!("must be an absolute path, not \"{}\"", p.display()),
-            ))
-        }
-    };
-    let percent = |key: &str, v: f64| {
-        if (0.0..=100.0).contains(&v) {
-            Ok(v)
-        } else {
-            Err(value_error(
-                key,
-                format!("must be a percentage from 0 to 100, not {v}"),
-            ))
-        }
-    };
-    let seconds = |key: &str, v: f64| {
-        Duration::try_from_secs_f64(v).map_err(|_| {
-            value_error(
-                key,
-                format!("must be a number of seconds, 0 or more, not {v}"),
-            )
-        })
-    };
-
+    let parsed: FileConfig = config_file::parse(file, text)?;
+    let keys = Keys::new(file);
     if let Some(p) = parsed.spec_dir {
-        config.spec_dir = absolute("spec_dir", p)?;
+        config.spec_dir = keys.absolute("spec_dir", p)?;
     }
     if let Some(p) = parsed.node_file {
-        config.node_file = absolute("node_file", p)?;
+        config.node_file = keys.absolute("node_file", p)?;
     }
     if let Some(v) = parsed.restart_delay {
-        config.restart_delay = seconds("restart_delay", v)?;
+        config.restart_delay = keys.seconds("restart_delay", v)?;
     }
     if let Some(c) = parsed.coordinator {
         if !(c.url.starts_with("https://") || c.url.starts_with("http://")) {
-            return Err(value_error(
-                "coordinator.url",
-                format!("must be an http:// or https:// URL, not \"{}\"", c.url),
-            ));
+            return Err(keys
+                .error(
+                    "coordinator.url",
+                    format!("must be an http:// or https:// URL, not \"{}\"", c.url),
+                )
+                .into());
         }
-        let file_key = |key: &str, p: Option<PathBuf>| p.map(|p| absolute(key, p)).transpose();
+        let file_key = |key: &str, p: Option<PathBuf>| keys.absolute_opt(key, p);
         let cert_file = file_key("coordinator.cert_file", c.cert_file)?;
         let key_file = file_key("coordinator.key_file", c.key_file)?;
         if cert_file.is_some() != key_file.is_some() {
@@ -346,24 +288,18 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
             } else {
                 ("key_file", "cert_file")
             };
-            return Err(value_error(
-                &format!("coordinator.{missing}"),
-                format!(
-                    "is required with coordinator.{given} (a client certificate needs its key)"
-                ),
-            ));
+            return Err(keys
+                .error(
+                    &format!("coordinator.{missing}"),
+                    format!(
+                        "is required with coordinator.{given} (a client certificate needs its key)"
+                    ),
+                )
+                .into());
         }
         let heartbeat_interval = match c.heartbeat_interval {
             None => DEFAULT_HEARTBEAT_INTERVAL,
-            Some(v) => match seconds("coordinator.heartbeat_interval", v)? {
-                d if d.is_zero() => {
-                    return Err(value_error(
-                        "coordinator.heartbeat_interval",
-                        "must be more than 0 seconds".to_string(),
-                    ));
-                }
-                d => d,
-            },
+            Some(v) => keys.positive_seconds("coordinator.heartbeat_interval", v)?,
         };
         config.coordinator = Some(Coordinator {
             url: c.url,
@@ -380,23 +316,26 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
         let key = "thresholds.memory_available";
         thresholds.memory_available = match m {
             Amount::Bytes(b) if b < 0 => {
-                return Err(value_error(key, format!("must not be negative, not {b}")));
+                return Err(keys
+                    .error(key, format!("must not be negative, not {b}"))
+                    .into());
             }
             Amount::Bytes(b) => MemoryThreshold::Bytes(b as u64),
-            Amount::Text(s) => parse_memory(&s).map_err(|m| value_error(key, m))?,
+            Amount::Text(s) => parse_memory(&s).map_err(|m| keys.error(key, m))?,
         };
     }
     if let Some(v) = t.memory_psi_some_avg10 {
-        thresholds.memory_psi_some_avg10 = Some(percent("thresholds.memory_psi_some_avg10", v)?);
+        thresholds.memory_psi_some_avg10 =
+            Some(keys.percent("thresholds.memory_psi_some_avg10", v)?);
     }
     if let Some(v) = t.disk_available_percent {
-        thresholds.disk_available_percent = percent("thresholds.disk_available_percent", v)?;
+        thresholds.disk_available_percent = keys.percent("thresholds.disk_available_percent", v)?;
     }
     if let Some(p) = t.disk_path {
-        thresholds.disk_path = absolute("thresholds.disk_path", p)?;
+        thresholds.disk_path = keys.absolute("thresholds.disk_path", p)?;
     }
     if let Some(v) = t.pressure_transition_period {
-        thresholds.transition_period = seconds("thresholds.pressure_transition_period", v)?;
+        thresholds.transition_period = keys.seconds("thresholds.pressure_transition_period", v)?;
     }
     Ok(())
 }
@@ -420,15 +359,6 @@ fn parse_memory(s: &str) -> Result<MemoryThreshold, String> {
     Ok(MemoryThreshold::Bytes(q.value() as u64))
 }
 
-/// 1-based line and column (in characters) of byte offset `at` in `text`.
-fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[start..].chars().count() + 1)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The file's shape
 
@@ -437,7 +367,7 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 struct FileConfig {
     spec_dir: Option<PathBuf>,
     node_file: Option<PathBuf>,
-    #[serde(default, deserialize_with = "number")]
+    #[serde(default, deserialize_with = "config_file::number")]
     restart_delay: Option<f64>,
     coordinator: Option<FileCoordinator>,
     #[serde(default)]
@@ -452,7 +382,7 @@ struct FileCoordinator {
     ca_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
-    #[serde(default, deserialize_with = "number")]
+    #[serde(default, deserialize_with = "config_file::number")]
     heartbeat_interval: Option<f64>,
 }
 
@@ -460,12 +390,12 @@ struct FileCoordinator {
 #[serde(deny_unknown_fields)]
 struct FileThresholds {
     memory_available: Option<Amount>,
-    #[serde(default, deserialize_with = "number")]
+    #[serde(default, deserialize_with = "config_file::number")]
     memory_psi_some_avg10: Option<f64>,
-    #[serde(default, deserialize_with = "number")]
+    #[serde(default, deserialize_with = "config_file::number")]
     disk_available_percent: Option<f64>,
     disk_path: Option<PathBuf>,
-    #[serde(default, deserialize_with = "number")]
+    #[serde(default, deserialize_with = "config_file::number")]
     pressure_transition_period: Option<f64>,
 }
 
@@ -496,25 +426,4 @@ impl<'de> Deserialize<'de> for Amount {
         }
         d.deserialize_any(V)
     }
-}
-
-/// An integer or a float, as `f64`.
-fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = f64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a number")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
-            Ok(v as f64)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
-            Ok(v as f64)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
-            Ok(v)
-        }
-    }
-    d.deserialize_any(V).map(Some)
 }

@@ -42,6 +42,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::config_file::{self, FileError, Keys};
+
 /// The configuration directory unless `$HOSTSET_CONFIG_DIR` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/hostset";
 /// The configuration file's name in the configuration directory.
@@ -208,27 +210,9 @@ impl Config {
 /// Why the configuration cannot be loaded. Every message about the file names it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read (a missing `--config FILE`, permissions, ...).
-    #[error("{}: cannot read the configuration: {error}", file.display())]
-    Read {
-        file: PathBuf,
-        error: std::io::Error,
-    },
-    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
-    #[error("{}{}: {message}", file.display(), pos.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-    Syntax {
-        file: PathBuf,
-        /// Line and column, 1-based.
-        pos: Option<(usize, usize)>,
-        message: String,
-    },
-    /// A value of the right type that is not allowed.
-    #[error("{}: {key}: {message}", file.display())]
-    Value {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+    /// The file cannot be read, is not valid TOML, or has a value that is not allowed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Settings that do not go together (from the file, the flags or both).
     #[error("{0}")]
     Combination(String),
@@ -294,13 +278,9 @@ pub fn load_in(
         Some(p) => (p.clone(), true),
         None => (config_dir.join(CONFIG_FILE), false),
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            apply_file(&mut config, &path, &text)?;
-            config.file = Some(path);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
-        Err(error) => return Err(ConfigError::Read { file: path, error }),
+    if let Some(text) = config_file::read(&path, explicit)? {
+        apply_file(&mut config, &path, &text)?;
+        config.file = Some(path);
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -380,29 +360,11 @@ pub const MIN_REPORT_BYTES: usize = 1024;
 
 /// Parse the text of a configuration file named `file` over `config`.
 pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), ConfigError> {
-    let parsed: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: file.to_path_buf(),
-        pos: e.span().map(|s| line_col(text, s.start)),
-        message: e.message().trim_end().to_string(),
-    })?;
-    let value_error = |key: &str, message: String| ConfigError::Value {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        message,
-    };
-    let absolute = |key: &str, p: PathBuf| {
-        if p.is_absolute() {
-            Ok(p)
-        } else {
-            Err(value_error(
-                key,
-                format!("must be an absolute path, not \"{}\"", p.display()),
-            ))
-        }
-    };
+    let parsed: FileConfig = config_file::parse(file, text)?;
+    let keys = Keys::new(file);
     if let Some(listen) = parsed.listen {
         config.listen = listen.parse().map_err(|_| {
-            value_error(
+            keys.error(
                 "listen",
                 format!(
                     "must be an IP address and a port (\"127.0.0.1:8470\", \"[::]:8470\"), not \
@@ -427,7 +389,7 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
     ];
     for (key, value, target) in paths {
         if let Some(p) = value {
-            *target = absolute(key, p)?;
+            *target = keys.absolute(key, p)?;
         }
     }
     let optional_paths = [
@@ -441,37 +403,29 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
     ];
     for (key, value, target) in optional_paths {
         if let Some(p) = value {
-            *target = Some(absolute(key, p)?);
+            *target = Some(keys.absolute(key, p)?);
         }
     }
     if let Some(g) = parsed.grace_period {
         if g == 0 {
-            return Err(value_error(
-                "grace_period",
-                "must be at least 1 second".into(),
-            ));
+            return Err(keys
+                .error("grace_period", "must be at least 1 second")
+                .into());
         }
         config.grace_period = g;
     }
     if let Some(m) = parsed.max_report_bytes {
         if m < MIN_REPORT_BYTES {
-            return Err(value_error(
-                "max_report_bytes",
-                format!("must be at least {MIN_REPORT_BYTES}, not {m}"),
-            ));
+            return Err(keys
+                .error(
+                    "max_report_bytes",
+                    format!("must be at least {MIN_REPORT_BYTES}, not {m}"),
+                )
+                .into());
         }
         config.max_report_bytes = m;
     }
     Ok(())
-}
-
-/// 1-based line and column (in characters) of byte offset `at` in `text`.
-fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let at = at.min(text.len());
-    let before = text.get(..at).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[start..].chars().count() + 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,7 +570,10 @@ mod tests {
             &SystemdDirs::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::File(FileError::Read { .. })),
+            "{err}"
+        );
     }
 
     #[test]
