@@ -395,6 +395,7 @@ fn sim_report(i: usize, specs: &[(DaemonSet, String)], now: u64) -> NodeReport {
         daemonsets,
         diagnostics: Vec::new(),
         errors: Vec::new(),
+        git: None,
     }
 }
 

@@ -177,6 +177,10 @@ pub struct NodeView {
     /// Seconds since the epoch.
     pub first_seen: u64,
     pub last_seen: u64,
+    /// `[source.git]`: the commit the node's agent has in force; empty when it follows no
+    /// repository (or has applied no commit yet).
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// `GET /v1/daemonsets/{name}/endpoints` returns a list of these: where the
@@ -202,4 +206,31 @@ pub struct EndpointPort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+/// `GET /v1/source`: the repository the coordinator follows (`[source.git]`) and the nodes
+/// behind its head.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceView {
+    /// The coordinator's own follower; `None` without `[source.git]`.
+    pub git: Option<crate::report::GitReport>,
+    /// Nodes following the same repository and reference whose commit in force is not the
+    /// head the coordinator fetched last, by name.
+    pub lagging: Vec<LaggingNode>,
+    /// Nodes following the same repository and reference at the head.
+    pub current: u64,
+}
+
+/// A node behind the branch head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaggingNode {
+    pub node: String,
+    /// Its commit in force (empty: none yet).
+    pub commit: String,
+    /// The head it saw at its last fetch.
+    pub head: String,
+    /// Why it is behind, as far as it says: its fetch error or the refusal of the head.
+    pub reason: String,
 }

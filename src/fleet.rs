@@ -194,7 +194,52 @@ pub fn node_view_at(rec: &NodeRecord, last_seen: u64, now: u64, grace: u64) -> N
             .count() as u64,
         first_seen: rec.first_seen,
         last_seen,
+        commit: r.git.as_ref().map(|g| g.commit.clone()).unwrap_or_default(),
     }
+}
+
+/// The nodes following `git`'s repository and reference (same URL and reference) that do not
+/// run its head, by name, and how many do; nothing lags before `git` has fetched a head.
+pub fn lagging<'a>(
+    git: &crate::report::GitReport,
+    reports: impl IntoIterator<Item = &'a NodeReport>,
+) -> (Vec<crate::api::LaggingNode>, u64) {
+    let mut behind = Vec::new();
+    let mut current = 0;
+    if git.head.is_empty() {
+        return (behind, current);
+    }
+    for r in reports {
+        let Some(g) = &r.git else { continue };
+        if g.url != git.url || g.reference != git.reference {
+            continue;
+        }
+        if g.commit == git.head {
+            current += 1;
+            continue;
+        }
+        let reason = if !g.fetch_error.is_empty() {
+            g.fetch_error.clone()
+        } else if !g.refused.is_empty() {
+            format!(
+                "refuses commit {}: {}",
+                g.refused,
+                g.refused_because.first().cloned().unwrap_or_default()
+            )
+        } else if g.head != git.head {
+            "has not fetched the head yet".to_string()
+        } else {
+            String::new()
+        };
+        behind.push(crate::api::LaggingNode {
+            node: r.node.name.clone(),
+            commit: g.commit.clone(),
+            head: g.head.clone(),
+            reason,
+        });
+    }
+    behind.sort_by(|a, b| a.node.cmp(&b.node));
+    (behind, current)
 }
 
 /// One node's part in one daemonset, computed once and read by every view.
@@ -924,6 +969,7 @@ mod tests {
                 daemonsets,
                 diagnostics: Vec::new(),
                 errors: Vec::new(),
+                git: None,
             },
             first_seen: 0,
             last_seen: now - (i as u64 * 3) % 60,

@@ -15,11 +15,13 @@
 //! - [`api`]: the coordinator's read API types.
 //! - [`fleet`]: fleet-wide status arithmetic (Kubernetes' DaemonSetStatus) from agents' reports.
 //! - [`config_file`]: what the daemons' TOML configuration files share (errors with file,
-//!   line and key; value checks).
+//!   line and key; value checks; the `[source.git]` section).
 //! - `coordinator` (feature `coordinator`): the coordinator service.
 //! - `systemd` (feature `systemd`): the narrow trait over systemd's D-Bus API, its zbus
 //!   implementation and an in-memory fake.
 //! - `source` (feature `source`): the spec directory with each file's last-known-good version.
+//! - `gitsource` (feature `git`): `[source.git]`, specs from a git repository, a commit at
+//!   a time.
 //! - `agent` (feature `agent`): `hostsetd`, the event loop around [`plan`].
 //! - `cli` (feature `cli`): the `hostset` command line.
 //!
@@ -36,6 +38,8 @@ pub mod config_file;
 #[cfg(feature = "coordinator")]
 pub mod coordinator;
 pub mod fleet;
+#[cfg(feature = "git")]
+pub mod gitsource;
 pub mod node;
 pub mod placement;
 pub mod plan;

@@ -30,6 +30,61 @@ pub struct NodeReport {
     pub diagnostics: Vec<String>,
     /// Failures talking to systemd in the last pass.
     pub errors: Vec<String>,
+    /// `[source.git]`: the commit in force and how following the repository goes; absent
+    /// when the agent follows no repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitReport>,
+}
+
+/// How a daemon (agent or coordinator) follows its `[source.git]` repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitReport {
+    /// The repository URL, as configured.
+    pub url: String,
+    /// The reference followed: `refs/heads/main`, `refs/tags/v1`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The commit in force (full id); empty when no commit has been applied yet.
+    pub commit: String,
+    /// When the commit in force was committed (committer time, seconds since the epoch).
+    #[serde(default)]
+    pub committed_at: Option<u64>,
+    /// With signature verification: the principal of the allowed signer whose key signed the
+    /// commit in force (`alice@example.com`); empty without verification.
+    #[serde(default)]
+    pub signed_by: String,
+    /// The commit the reference pointed to at the last successful fetch; empty before one.
+    pub head: String,
+    /// When the last fetch succeeded.
+    #[serde(default)]
+    pub fetched_at: Option<u64>,
+    /// When the last fetch was tried.
+    #[serde(default)]
+    pub attempted_at: Option<u64>,
+    /// How many fetches were tried since the daemon started (`hostset sync` waits for it to
+    /// move).
+    #[serde(default)]
+    pub fetches: u64,
+    /// Why the last fetch failed (remote unreachable, authentication, ...); empty when it
+    /// worked.
+    #[serde(default)]
+    pub fetch_error: String,
+    /// The head commit when it is refused (invalid spec, bad or missing signature); the
+    /// commit in force stays. Empty when the head is in force.
+    #[serde(default)]
+    pub refused: String,
+    /// Why `refused` is refused, as `COMMIT:FILE:LINE:COL: PATH: message` lines.
+    #[serde(default)]
+    pub refused_because: Vec<String>,
+    /// Other things worth knowing: history rewritten (force-push), the mirror re-created.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// The commit each git-defined daemonset's unit was started from (`HOSTSET_COMMIT`), by
+    /// daemonset; agents only. A unit keeps the commit it was started from until its
+    /// template changes.
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, String>,
 }
 
 /// The node as placement sees it.

@@ -302,6 +302,18 @@ pub struct SpecDir {
     dir_diagnostics: Vec<Diagnostic>,
     /// The directory could not be trusted or read: everything is frozen.
     frozen: bool,
+    /// Daemonsets from another source ([`SpecDir::set_external`]), by the name of the file
+    /// they come from there (`git:daemonsets/web.toml`).
+    external: BTreeMap<PathBuf, Vec<DaemonSet>>,
+    /// Names the other source holds.
+    external_held: BTreeSet<String>,
+}
+
+/// The state a [`Change`] is computed against.
+struct Before {
+    force: BTreeMap<String, DaemonSet>,
+    held: Held,
+    diagnostics: Vec<Diagnostic>,
 }
 
 /// A snapshot of everything a [`Change`] compares.
@@ -325,7 +337,27 @@ impl SpecDir {
             conflicts: Vec::new(),
             dir_diagnostics: Vec::new(),
             frozen: false,
+            external: BTreeMap::new(),
+            external_held: BTreeSet::new(),
         }
+    }
+
+    /// Put the daemonsets of another source (`[source.git]`) beside the directory's: `files`
+    /// maps each of that source's file names (which must not be paths of the directory, e.g.
+    /// `git:daemonsets/web.toml`) to its daemonsets, all valid; `held` are names that source
+    /// cannot decide now (its units must be left alone). They replace what was set before.
+    /// A name defined both here and in the directory is a duplicate like any other (see the
+    /// [module docs](self#duplicate-names)): an error on both files.
+    pub fn set_external(
+        &mut self,
+        files: BTreeMap<PathBuf, Vec<DaemonSet>>,
+        held: BTreeSet<String>,
+    ) -> Change {
+        let before = self.before();
+        self.external = files;
+        self.external_held = held;
+        self.resolve();
+        self.change_since(before)
     }
 
     /// Also trust the directory and files owned by `uid` (besides root). For tests that do
@@ -375,6 +407,7 @@ impl SpecDir {
     /// [module docs](self#held-units).
     pub fn held(&self) -> BTreeSet<String> {
         let mut held: BTreeSet<String> = self.contested.clone();
+        held.extend(self.external_held.iter().cloned());
         for f in self.by_file.values() {
             if f.status != FileStatus::Valid {
                 held.extend(f.lkg_names().map(str::to_string));
@@ -433,16 +466,30 @@ impl SpecDir {
     /// reported in [`SpecDir::diagnostics`] and handled by the rules of the
     /// [module docs](self).
     pub fn rescan(&mut self) -> Change {
-        let before_force: BTreeMap<String, DaemonSet> = self
-            .in_force
-            .iter()
-            .map(|(n, (_, ds))| (n.clone(), ds.clone()))
-            .collect();
-        let before_held = self.held_snapshot();
-        let before_diags: Vec<Diagnostic> = self.diagnostics().into_iter().cloned().collect();
-
+        let before = self.before();
         self.scan();
+        self.change_since(before)
+    }
 
+    /// What [`SpecDir::change_since`] compares.
+    fn before(&self) -> Before {
+        Before {
+            force: self
+                .in_force
+                .iter()
+                .map(|(n, (_, ds))| (n.clone(), ds.clone()))
+                .collect(),
+            held: self.held_snapshot(),
+            diagnostics: self.diagnostics().into_iter().cloned().collect(),
+        }
+    }
+
+    fn change_since(&self, before: Before) -> Change {
+        let Before {
+            force: before_force,
+            held: before_held,
+            diagnostics: before_diags,
+        } = before;
         let mut change = Change::default();
         for (name, (_, ds)) in &self.in_force {
             match before_force.get(name) {
@@ -789,6 +836,14 @@ impl SpecDir {
         let mut candidates: BTreeMap<&str, Vec<(&PathBuf, &DaemonSet)>> = BTreeMap::new();
         for (path, f) in &self.by_file {
             for ds in f.lkg.iter().flatten() {
+                candidates
+                    .entry(ds.name.as_str())
+                    .or_default()
+                    .push((path, ds));
+            }
+        }
+        for (path, items) in &self.external {
+            for ds in items {
                 candidates
                     .entry(ds.name.as_str())
                     .or_default()

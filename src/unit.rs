@@ -66,6 +66,10 @@ pub const ENV_REVISION: &str = "HOSTSET_REVISION";
 pub const ENV_LABELS: &str = "HOSTSET_LABELS";
 /// Journal field of an exec probe's output: `liveness`, `readiness` or `startup`.
 pub const ENV_PROBE: &str = "HOSTSET_PROBE";
+/// Provenance of a daemonset from `[source.git]`: the commit the unit was started from.
+/// Not a marker adoption depends on: a new commit that leaves the template alone does not
+/// restart the unit, which keeps the commit it was started from.
+pub const ENV_COMMIT: &str = "HOSTSET_COMMIT";
 /// With the exec shim: how many arguments travel in the environment.
 pub const ENV_ARGC: &str = "HOSTSET_ARGC";
 /// With the exec shim: argument `i` travels as `HOSTSET_ARGV_<i>`.
@@ -825,6 +829,36 @@ pub fn markers_from_environment(env: &[String]) -> Option<Markers> {
         revision: revision.to_string(),
         labels: labels.map(parse_labels_value).unwrap_or_default(),
     })
+}
+
+/// Mark `spec` as started from git commit `commit`: `HOSTSET_COMMIT=<id>` appended to its
+/// `Environment` (after the markers, so a spec `env` entry cannot override it) and to its
+/// `LogExtraFields` (`journalctl HOSTSET_COMMIT=<id>`).
+pub fn set_commit(spec: &mut UnitSpec, commit: &str) {
+    let prefix = format!("{ENV_COMMIT}=");
+    let assignment = format!("{prefix}{commit}");
+    for p in &mut spec.properties {
+        match (&mut p.value, p.name) {
+            (PropValue::Strs(v), "Environment") => {
+                v.retain(|e| !e.starts_with(&prefix));
+                v.push(assignment.clone());
+            }
+            (PropValue::Bytes(v), "LogExtraFields") => {
+                v.retain(|e| !e.starts_with(prefix.as_bytes()));
+                v.push(assignment.clone().into_bytes());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The commit a unit carries in its `Environment` ([`set_commit`]); the last assignment wins.
+pub fn commit_from_environment(env: &[String]) -> Option<String> {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(ENV_COMMIT)?.strip_prefix('='))
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
 }
 
 /// The marker assignments [`unit_spec`] appends to `Environment`.

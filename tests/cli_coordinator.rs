@@ -176,6 +176,7 @@ fn nodes(now: u64) -> Vec<NodeView> {
             daemons: 1,
             first_seen: now - 20 * MINUTE - 10,
             last_seen: now - 4,
+            commit: "3f2c9a1b7d4e5f60718293a4b5c6d7e8f9a0b1c2".into(),
         },
         NodeView {
             name: "db-1".into(),
@@ -188,6 +189,7 @@ fn nodes(now: u64) -> Vec<NodeView> {
             daemons: 2,
             first_seen: now - 3 * DAY - 100,
             last_seen: now - 4,
+            commit: String::new(),
         },
         NodeView {
             name: "node-3".into(),
@@ -200,6 +202,7 @@ fn nodes(now: u64) -> Vec<NodeView> {
             daemons: 0,
             first_seen: now - 5 * HOUR - 10,
             last_seen: now - 15 * MINUTE - 10,
+            commit: String::new(),
         },
     ]
 }
@@ -267,6 +270,7 @@ fn node_detail(now: u64, name: &str) -> Option<Value> {
         daemonsets,
         diagnostics: vec![],
         errors: vec![],
+        git: None,
     };
     Some(json!({"node": node, "report": report}))
 }
@@ -770,10 +774,10 @@ node-3   NotReady                   0         <none>         5h    15m
     assert_text(
         &out,
         "\
-NAME     STATUS                     DAEMONS   LABELS                                                 AGE   LAST-SEEN   ADDRESSES          TAINTS                    VERSION
-node-1   Ready                      1         kubernetes.io/hostname=node-1,kubernetes.io/os=linux   20m   4s          10.0.0.1           <none>                    0.1.0
-db-1     Ready,SchedulingDisabled   2         disktype=ssd                                           3d    4s          10.0.0.9,fd00::9   dedicated=db:NoSchedule   0.1.0
-node-3   NotReady                   0         <none>                                                 5h    15m         <none>             <none>                    0.1.0
+NAME     STATUS                     DAEMONS   LABELS                                                 AGE   LAST-SEEN   ADDRESSES          TAINTS                    VERSION   COMMIT
+node-1   Ready                      1         kubernetes.io/hostname=node-1,kubernetes.io/os=linux   20m   4s          10.0.0.1           <none>                    0.1.0     3f2c9a1b7d4e
+db-1     Ready,SchedulingDisabled   2         disktype=ssd                                           3d    4s          10.0.0.9,fd00::9   dedicated=db:NoSchedule   0.1.0     <none>
+node-3   NotReady                   0         <none>                                                 5h    15m         <none>             <none>                    0.1.0     <none>
 ",
     );
 }

@@ -295,6 +295,7 @@ fn report(
         daemonsets,
         diagnostics: Vec::new(),
         errors: Vec::new(),
+        git: None,
     }
 }
 

@@ -94,6 +94,7 @@ fn node(name: &str) -> N {
             daemonsets: Vec::new(),
             diagnostics: Vec::new(),
             errors: Vec::new(),
+            git: None,
         },
         first_seen: NOW - 1000,
         last_seen: NOW - 5,

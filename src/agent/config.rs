@@ -18,6 +18,23 @@
 //! key_file = "/etc/hostset/agent-key.pem"         # its private key; both or neither
 //! heartbeat_interval = 10                         # seconds (±10 % jitter); default 10
 //!
+//! # Where the agent keeps its state (the git mirror); default $STATE_DIRECTORY (systemd's
+//! # StateDirectory=), else /var/lib/hostset.
+//! state_dir = "/var/lib/hostset"
+//!
+//! # Optional: daemonset specs from a git repository, beside spec_dir (README: "Git-synced
+//! # specs"; crate::config_file::GitSource).
+//! [source.git]
+//! url = "https://git.example.com/ops/fleet.git"   # https, http, ssh, git, file, user@host:path
+//! branch = "main"                                 # or tag = "v1"; default branch main
+//! subdirectory = "daemonsets"                     # default: the top of the tree
+//! poll_interval = 30                              # seconds (±10 % jitter)
+//! token_file = "/etc/hostset/git/token"           # https: the token (basic auth password)
+//! # username = "git"                              # with token_file, or the ssh user
+//! # ssh_key_file = "/etc/hostset/git/id_ed25519"  # ssh URLs: required
+//! # known_hosts_file = "/etc/ssh/ssh_known_hosts" # ssh URLs: the remote's host keys
+//! # allowed_signers_file = "/etc/hostset/git/allowed_signers" # apply signed commits only
+//!
 //! # When the node gets the memory-pressure and disk-pressure taints.
 //! [thresholds]
 //! memory_available = "100Mi"        # a quantity (bytes) or "N%" of MemTotal
@@ -54,7 +71,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::agent::conditions::{MemoryThreshold, Thresholds};
-use crate::config_file::{self, FileError, Keys};
+use crate::config_file::{self, FileError, FileSource, GitSource, Keys};
 use crate::quantity::Quantity;
 
 /// The configuration directory unless `$HOSTSET_CONFIG_DIR` says otherwise.
@@ -65,6 +82,9 @@ pub const CONFIG_FILE: &str = "agent.toml";
 pub const SPEC_DIR: &str = "daemonsets.d";
 /// The node file's name in the configuration directory.
 pub const NODE_FILE: &str = "node.toml";
+/// The agent's state directory (the git mirror) unless systemd (`$STATE_DIRECTORY`) or the
+/// configuration says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostset";
 /// Default `restart_delay`.
 pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Default `coordinator.heartbeat_interval`.
@@ -166,6 +186,10 @@ pub struct Config {
     pub spec_dir: PathBuf,
     pub node_file: PathBuf,
     pub coordinator: Option<Coordinator>,
+    /// `state_dir`: where the agent keeps what it must remember (the git mirror).
+    pub state_dir: PathBuf,
+    /// `[source.git]`: specs from a git repository, beside the spec directory.
+    pub git: Option<GitSource>,
     pub thresholds: Thresholds,
     pub restart_delay: Duration,
     pub log_format: LogFormat,
@@ -180,6 +204,10 @@ impl Config {
             spec_dir: config_dir.join(SPEC_DIR),
             node_file: config_dir.join(NODE_FILE),
             coordinator: None,
+            state_dir: std::env::var_os("STATE_DIRECTORY")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from),
+            git: None,
             thresholds: Thresholds::default(),
             restart_delay: DEFAULT_RESTART_DELAY,
             log_format: LogFormat::Auto,
@@ -267,6 +295,10 @@ pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), Co
     if let Some(p) = parsed.node_file {
         config.node_file = keys.absolute("node_file", p)?;
     }
+    if let Some(p) = parsed.state_dir {
+        config.state_dir = keys.absolute("state_dir", p)?;
+    }
+    config.git = config_file::git_source(&keys, parsed.source)?;
     if let Some(v) = parsed.restart_delay {
         config.restart_delay = keys.seconds("restart_delay", v)?;
     }
@@ -369,7 +401,10 @@ struct FileConfig {
     node_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "config_file::number")]
     restart_delay: Option<f64>,
+    state_dir: Option<PathBuf>,
     coordinator: Option<FileCoordinator>,
+    #[serde(default)]
+    source: FileSource,
     #[serde(default)]
     thresholds: FileThresholds,
 }

@@ -233,12 +233,19 @@ pub fn node_conditions(condition_taints: &[Taint]) -> Vec<Condition> {
     ]
 }
 
-/// `r` without what changes on every report (`generatedAt`, `sequence`) and, unless
+/// `r` without what changes on every report (`generatedAt`, `sequence`, the git poll's times
+/// and count) and, unless
 /// `with_metrics`, without the metrics (`memoryBytes`, `cpuNanoseconds`).
 fn essence(r: &NodeReport, with_metrics: bool) -> NodeReport {
     let mut r = r.clone();
     r.generated_at = 0;
     r.sequence = 0;
+    // Every poll of the git repository: only what it found counts.
+    if let Some(g) = &mut r.git {
+        g.attempted_at = None;
+        g.fetched_at = None;
+        g.fetches = 0;
+    }
     if !with_metrics {
         for ds in &mut r.daemonsets {
             ds.memory_bytes = None;

@@ -55,6 +55,7 @@ use super::conditions;
 use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
 use super::probes::{self, Followup, Prober};
 use super::report::{self, Control, Reporter};
+use crate::gitsource;
 use crate::service as sdnotify;
 use crate::source::SpecDir;
 
@@ -121,6 +122,11 @@ pub struct Agent<S: Systemd> {
     addresses: Vec<String>,
     /// The last report, written and published.
     last_report: Option<NodeReport>,
+    /// `[source.git]`: the follower's latest snapshot.
+    git: Option<Arc<gitsource::Snapshot>>,
+    /// The commit each loaded unit was started from (`HOSTSET_COMMIT`), read with its
+    /// markers.
+    unit_commits: HashMap<String, Option<String>>,
     /// The latest report, for the reporter.
     reports: watch::Sender<Option<NodeReport>>,
     /// Set by the first pass; `READY=1` is sent after it.
@@ -180,6 +186,8 @@ impl<S: Systemd> Agent<S> {
             instance,
             addresses: Vec::new(),
             last_report: None,
+            git: None,
+            unit_commits: HashMap::new(),
             reports: watch::Sender::new(None),
             passes: 0,
             prober,
@@ -427,11 +435,27 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
+    /// Put the git follower's latest snapshot in force beside the spec directory. Changed
+    /// diagnostics are logged once.
+    pub fn apply_git(&mut self, snapshot: Arc<gitsource::Snapshot>) {
+        let change = self
+            .specs
+            .set_external(snapshot.files.clone(), snapshot.held.clone());
+        if change.diagnostics_changed {
+            for d in self.specs.diagnostics() {
+                warn!("{d}");
+            }
+        }
+        self.git = Some(snapshot);
+    }
+
     /// The `hostset-*` units with their markers.
     async fn observe(&mut self) -> Result<Vec<ObservedUnit>, SystemdError> {
         let listed = self.systemd.list(unit::UNIT_PATTERN).await?;
         let live: BTreeSet<&str> = listed.iter().map(|u| u.name.as_str()).collect();
         self.markers.retain(|name, _| live.contains(name.as_str()));
+        self.unit_commits
+            .retain(|name, _| live.contains(name.as_str()));
         self.live.retain(|name, _| live.contains(name.as_str()));
         self.live_stale.retain(|name| live.contains(name.as_str()));
         let mut out = Vec::with_capacity(listed.len());
@@ -448,6 +472,10 @@ impl<S: Systemd> Agent<S> {
                         let m = known.unwrap_or_else(|| {
                             let m = unit::markers_from_environment(&d.environment);
                             self.markers.insert(u.name.clone(), m.clone());
+                            self.unit_commits.insert(
+                                u.name.clone(),
+                                unit::commit_from_environment(&d.environment),
+                            );
                             m
                         });
                         self.live_stale.remove(&u.name);
@@ -497,6 +525,7 @@ impl<S: Systemd> Agent<S> {
         match event {
             Event::UnitRemoved(name) => {
                 self.markers.remove(name);
+                self.unit_commits.remove(name);
                 self.failed_since.remove(name);
                 self.live.remove(name);
                 self.live_stale.remove(name);
@@ -520,6 +549,7 @@ impl<S: Systemd> Agent<S> {
             }
             Event::Reloaded => {
                 self.markers.clear();
+                self.unit_commits.clear();
                 self.live.clear();
                 self.live_stale.clear();
             }
@@ -577,6 +607,17 @@ impl<S: Systemd> Agent<S> {
                 return Some(self.origin + retry);
             }
         };
+        if self.git.as_ref().is_some_and(|g| g.unsettled) {
+            // No commit in force and the head cannot be had: the units started from git are
+            // left as they are.
+            held.extend(units.iter().filter_map(|u| {
+                let m = u.markers.as_ref()?;
+                self.unit_commits
+                    .get(&u.name)?
+                    .as_ref()
+                    .map(|_| m.daemonset.clone())
+            }));
+        }
         if self.specs.hold_all() {
             // The spec directory cannot be trusted or read: touch nothing.
             held.extend(
@@ -595,9 +636,17 @@ impl<S: Systemd> Agent<S> {
         let desired: Vec<Desired> = self
             .in_force
             .values()
-            .map(|ds| Desired {
-                ds: ds.clone(),
-                unit: unit::unit_spec(ds, &self.unit_options),
+            .map(|ds| {
+                let mut unit = unit::unit_spec(ds, &self.unit_options);
+                if let Some(g) = &self.git
+                    && self.is_from_git(&ds.name)
+                {
+                    unit::set_commit(&mut unit, &g.commit);
+                }
+                Desired {
+                    ds: ds.clone(),
+                    unit,
+                }
             })
             .collect();
         let backoff_until: BTreeMap<String, Duration> = self
@@ -705,6 +754,29 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
+    /// Whether the daemonset `name` in force comes from `[source.git]`.
+    fn is_from_git(&self, name: &str) -> bool {
+        self.specs
+            .source_of(name)
+            .and_then(Path::to_str)
+            .is_some_and(|p| p.starts_with(gitsource::FILE_PREFIX))
+    }
+
+    /// The git part of the report: the follower's, with the commit of each git-defined
+    /// daemonset's unit.
+    fn git_report(&self, daemonsets: &[DaemonSetReport]) -> Option<crate::report::GitReport> {
+        let g = self.git.as_ref()?;
+        let mut r = g.report.clone();
+        r.units = daemonsets
+            .iter()
+            .filter_map(|ds| {
+                let commit = self.unit_commits.get(&ds.unit)?.clone()?;
+                Some((ds.name.clone(), commit))
+            })
+            .collect();
+        Some(r)
+    }
+
     /// The report of this pass, also written to the status file.
     fn report(
         &self,
@@ -796,7 +868,9 @@ impl<S: Systemd> Agent<S> {
                 daemonsets.push(ds);
             }
         }
+        let git = self.git_report(&daemonsets);
         NodeReport {
+            git,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_instance: self.instance.clone(),
             // Numbered by the reporter, per report sent.
@@ -817,6 +891,7 @@ impl<S: Systemd> Agent<S> {
                 .node_diagnostics
                 .iter()
                 .chain(self.specs.diagnostics())
+                .chain(self.git.iter().flat_map(|g| &g.diagnostics))
                 .map(ToString::to_string)
                 .collect(),
             errors,
@@ -1026,6 +1101,10 @@ enum Wake {
     Probe(probes::Done),
     /// The coordinator's directives changed (a slot, a pin, a wait).
     Control,
+    /// The git follower published a snapshot.
+    Git,
+    /// SIGUSR1 (`hostset sync`): fetch now.
+    SyncNow,
     Shutdown,
 }
 
@@ -1082,6 +1161,24 @@ pub async fn run_with_reporter<S: Systemd>(
         file_overflow.clone(),
     )?;
     let mut spec_dir_watched = agent.config.spec_dir.is_dir();
+    // [source.git]: the follower on its own thread; its first snapshot (the commit applied
+    // before a restart, if any) is in force before the first pass.
+    let git = match &agent.config.git {
+        Some(g) => {
+            let dir = agent.config.state_dir.join("git");
+            info!(url = %g.url, reference = %g.reference, mirror = %dir.display(), "following a git repository");
+            Some(gitsource::spawn(gitsource::Follower::new(g.clone(), dir))?)
+        }
+        None => None,
+    };
+    let mut git_rx = git.as_ref().map(gitsource::Handle::subscribe);
+    if let Some(rx) = &mut git_rx {
+        let first = rx.borrow_and_update().clone();
+        agent.apply_git(first);
+    }
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| warn!(error = %e, "cannot catch SIGUSR1: hostset sync will not work"))
+        .ok();
 
     agent.sample_conditions();
     agent.sample_addresses();
@@ -1132,6 +1229,8 @@ pub async fn run_with_reporter<S: Systemd>(
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
             done = agent.probe_done(), if agent.probing() => Wake::Probe(done),
             Ok(()) = control.changed() => Wake::Control,
+            Ok(()) = async { git_rx.as_mut().expect("guarded").changed().await }, if git_rx.is_some() => Wake::Git,
+            Some(()) = async { usr1.as_mut().expect("guarded").recv().await }, if usr1.is_some() => Wake::SyncNow,
         };
         let now = Instant::now();
         match wake {
@@ -1180,6 +1279,20 @@ pub async fn run_with_reporter<S: Systemd>(
                 control.borrow_and_update();
                 pass_due = Some(now);
             }
+            Wake::Git => {
+                if let Some(rx) = &mut git_rx {
+                    let snapshot = rx.borrow_and_update().clone();
+                    agent.apply_git(snapshot);
+                    pass_due = Some(now);
+                }
+            }
+            Wake::SyncNow => match &git {
+                Some(g) => {
+                    info!("SIGUSR1: fetching the git repository now");
+                    g.sync_now();
+                }
+                None => info!("SIGUSR1: no [source.git] to sync"),
+            },
             Wake::Timer => {
                 let mut due = next.is_some_and(|t| t <= now) || pass_due.is_some_and(|t| t <= now);
                 if files_due.is_some_and(|t| t <= now) {

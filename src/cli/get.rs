@@ -236,7 +236,7 @@ pub(super) fn node_rows(views: &[NodeView], wide: bool, now: u64) -> Vec<Vec<Str
         .map(String::from)
         .to_vec();
     if wide {
-        header.extend(["ADDRESSES", "TAINTS", "VERSION"].map(String::from));
+        header.extend(["ADDRESSES", "TAINTS", "VERSION", "COMMIT"].map(String::from));
     }
     let mut rows = vec![header];
     for n in views {
@@ -253,6 +253,7 @@ pub(super) fn node_rows(views: &[NodeView], wide: bool, now: u64) -> Vec<Vec<Str
                 joined(&n.addresses),
                 joined(&n.taints),
                 or_none(&n.agent_version),
+                or_none(&n.commit.chars().take(12).collect::<String>()),
             ]);
         }
         rows.push(row);

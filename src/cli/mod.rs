@@ -13,6 +13,7 @@ mod node;
 pub mod output;
 mod rollout;
 mod status;
+pub mod sync;
 mod validate;
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub enum Command {
     Eval(eval::Args),
     Node(node::Args),
     Status(status::Args),
+    Sync(sync::Args),
     Get(get::Args),
     Describe(describe::Args),
     /// Fleet-wide rolling updates: status, history, undo, pause, resume.
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Node(args) => node::run(args, &cli.coordinator),
         Command::Status(args) => status::run(args),
+        Command::Sync(args) => sync::run(args),
         Command::Get(args) => get::run(args, &cli.coordinator),
         Command::Describe(args) => describe::run(args, &cli.coordinator),
         Command::Rollout(args) => rollout::run(args, &cli.coordinator),

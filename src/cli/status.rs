@@ -64,6 +64,8 @@ struct Status<'a> {
     daemonsets: Vec<Row<'a>>,
     diagnostics: &'a [String],
     errors: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    git: Option<&'a crate::report::GitReport>,
 }
 
 /// `12.3Mi`-style memory.
@@ -164,18 +166,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 daemonsets: rows,
                 diagnostics: &report.diagnostics,
                 errors: &report.errors,
+                git: report.git.as_ref(),
             };
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
         Output::Table => {
-            let mut lines = vec![
-                [
-                    "NAME", "UNIT", "STATE", "REVISION", "READY", "RESTARTS", "MEMORY", "CPU",
-                    "WHY",
-                ]
-                .map(String::from)
-                .to_vec(),
+            let git = report.git.as_ref();
+            if let Some(g) = git {
+                println!("{}\n", super::sync::summary(g).0);
+            }
+            let mut header = vec![
+                "NAME", "UNIT", "STATE", "REVISION", "READY", "RESTARTS", "MEMORY", "CPU", "WHY",
             ];
+            if git.is_some() {
+                header.insert(4, "COMMIT");
+            }
+            let mut lines = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
             for r in &rows {
                 let ds = r.report;
                 let want = u8::from(ds.should_run || !ds.unit.is_empty());
@@ -233,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("{}→{}", ds.current_revision, ds.desired_revision)
                 };
-                lines.push(vec![
+                let mut line = vec![
                     ds.name.clone(),
                     if ds.unit.is_empty() {
                         "-".into()
@@ -251,7 +257,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     memory(r.memory_bytes),
                     cpu(r.cpu_nanoseconds),
                     if why.is_empty() { "-".into() } else { why },
-                ]);
+                ];
+                if let Some(g) = git {
+                    // The commit the unit was started from; `-` for the spec directory's.
+                    let commit = g
+                        .units
+                        .get(&ds.name)
+                        .map_or("-".to_string(), |c| c.chars().take(12).collect());
+                    line.insert(4, commit);
+                }
+                lines.push(line);
             }
             print!("{}", table(&lines));
             for d in &report.diagnostics {

@@ -12,6 +12,13 @@
 //! # client_ca_file = "/etc/hostset/coordinator/clients-ca.crt" # require client certificates
 //! grace_period = 40                              # seconds a silent node stays Ready
 //! max_report_bytes = 1048576                     # larger reports are refused (413)
+//!
+//! # Optional: follow the git repository the agents follow, to show its head and the
+//! # hosts lagging behind it ([source.git] as in agent.toml; the mirror is kept in
+//! # state_dir/git).
+//! [source.git]
+//! url = "https://git.example.com/ops/fleet.git"
+//! branch = "main"
 //! ```
 //!
 //! Rules:
@@ -42,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config_file::{self, FileError, Keys};
+use crate::config_file::{self, FileError, FileSource, GitSource, Keys};
 
 /// The configuration directory unless `$HOSTSET_CONFIG_DIR` says otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/hostset";
@@ -161,6 +168,8 @@ pub struct Config {
     /// Seconds.
     pub grace_period: u64,
     pub max_report_bytes: usize,
+    /// `[source.git]`: specs from a git repository, beside the spec directory.
+    pub git: Option<GitSource>,
     pub log_format: LogFormat,
 }
 
@@ -183,6 +192,7 @@ impl Config {
             client_ca_file: None,
             grace_period: crate::fleet::DEFAULT_GRACE_SECONDS,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            git: None,
             log_format: LogFormat::Auto,
         }
     }
@@ -362,6 +372,7 @@ pub const MIN_REPORT_BYTES: usize = 1024;
 pub fn apply_file(config: &mut Config, file: &Path, text: &str) -> Result<(), ConfigError> {
     let parsed: FileConfig = config_file::parse(file, text)?;
     let keys = Keys::new(file);
+    config.git = config_file::git_source(&keys, parsed.source)?;
     if let Some(listen) = parsed.listen {
         config.listen = listen.parse().map_err(|_| {
             keys.error(
@@ -444,6 +455,8 @@ struct FileConfig {
     client_ca_file: Option<PathBuf>,
     grace_period: Option<u64>,
     max_report_bytes: Option<usize>,
+    #[serde(default)]
+    source: FileSource,
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         }
     );
     tokio::spawn(reload_on_sighup(state.clone()));
+    tokio::spawn(sync_on_usr1(state.clone()));
     crate::service::notify("READY=1");
     let shutdown = async {
         shutdown_signal().await;
@@ -140,6 +141,19 @@ async fn shutdown_signal() {
     }
 }
 
+/// On SIGUSR1 (`hostset sync --unit hostset-coordinator.service`): fetch the git
+/// repository now.
+async fn sync_on_usr1(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        tracing::info!("SIGUSR1: fetching the git repository now");
+        state.sync_git();
+    }
+}
+
 /// On SIGHUP: re-read the token files and the spec directory.
 async fn reload_on_sighup(state: AppState) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -147,7 +161,10 @@ async fn reload_on_sighup(state: AppState) {
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: re-reading the token files and the spec directory");
+        tracing::info!(
+            "SIGHUP: re-reading the token files and the spec directory, fetching the git repository"
+        );
+        state.sync_git();
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let _ = state.reload_tokens();

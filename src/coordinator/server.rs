@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes/{name}/heartbeat", post(post_heartbeat))
         .route("/v1/nodes/{name}/directives", get(get_directives))
         .route("/v1/daemonsets", get(list_daemonsets))
+        .route("/v1/source", get(get_source))
         .route("/v1/daemonsets/{name}", get(get_daemonset))
         .route("/v1/daemonsets/{name}/history", get(get_history))
         .route("/v1/daemonsets/{name}/rollout/{verb}", post(post_rollout))
@@ -299,6 +300,7 @@ async fn background(state: AppState, mut stop: watch::Receiver<bool>) {
     // Rollouts under way are decided again every second (progress deadlines, silent nodes).
     let mut rollout_tick = tokio::time::interval(Duration::from_secs(1));
     rollout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut git = state.git_snapshots();
     loop {
         let rescan_due = async {
             match due {
@@ -308,6 +310,10 @@ async fn background(state: AppState, mut stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = stop.changed() => return,
+            Ok(()) = async { git.as_mut().expect("guarded").changed().await }, if git.is_some() => {
+                let snapshot = git.as_mut().expect("guarded").borrow_and_update().clone();
+                let _ = blocking(&state, move |s| s.apply_git(snapshot)).await;
+            }
             Some(()) = rx.recv() => {
                 let now = tokio::time::Instant::now();
                 let first = *first_event.get_or_insert(now);
@@ -854,6 +860,30 @@ async fn json_off_thread(
         body,
     )
         .into_response())
+}
+
+/// `GET /v1/source`: the repository the coordinator follows and the nodes behind its head.
+async fn get_source(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    reader(&state, &headers)?;
+    json_off_thread(&state, move |state| {
+        let git = state.git().map(|g| g.report.clone());
+        let (lagging, current) = match &git {
+            Some(g) => {
+                let nodes = state.nodes();
+                fleet::lagging(g, nodes.iter().map(|n| &n.report))
+            }
+            None => (Vec::new(), 0),
+        };
+        serde_json::to_vec(&crate::api::SourceView {
+            git,
+            lagging,
+            current,
+        })
+    })
+    .await
 }
 
 /// `GET /v1/nodes/{name}`.

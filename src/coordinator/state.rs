@@ -35,6 +35,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tokens(#[from] TokenFileError),
+    #[error("cannot start following the git repository: {0}")]
+    Git(std::io::Error),
 }
 
 /// The state shared by every request handler and the background tasks; cheap to clone.
@@ -52,6 +54,10 @@ struct Inner {
     /// computed against).
     records: RwLock<(u64, Specs)>,
     counters: Counters,
+    /// `[source.git]`: the follower (its thread ends when the state is dropped) and its
+    /// latest snapshot, in force beside the spec directory.
+    git: Option<crate::gitsource::Handle>,
+    git_snapshot: RwLock<Option<Arc<crate::gitsource::Snapshot>>>,
     clock: Clock,
     grace: u64,
     max_report_bytes: usize,
@@ -67,6 +73,18 @@ impl AppState {
     pub fn open(config: &Config, clock: Clock) -> Result<AppState, OpenError> {
         let auth = Auth::load(&config.agent_token_file, &config.read_token_file)?;
         let store = Store::open(&config.state_dir)?;
+        let git = match &config.git {
+            Some(g) => {
+                let dir = config.state_dir.join("git");
+                tracing::info!(url = %g.url, reference = %g.reference, mirror = %dir.display(), "following a git repository");
+                Some(
+                    crate::gitsource::spawn(crate::gitsource::Follower::new(g.clone(), dir))
+                        .map_err(OpenError::Git)?,
+                )
+            }
+            None => None,
+        };
+        let first = git.as_ref().map(|g| g.subscribe().borrow().clone());
         let state = AppState {
             inner: Arc::new(Inner {
                 store,
@@ -74,6 +92,8 @@ impl AppState {
                 spec_dir: Mutex::new(SpecDir::new(&config.spec_dir).with_owner(config.spec_owner)),
                 records: RwLock::new((0, Arc::default())),
                 counters: Counters::default(),
+                git,
+                git_snapshot: RwLock::new(None),
                 clock,
                 grace: config.grace_period,
                 max_report_bytes: config.max_report_bytes,
@@ -81,7 +101,10 @@ impl AppState {
                 fleet_version: Default::default(),
             }),
         };
-        state.rescan_specs();
+        match first {
+            Some(snapshot) => state.apply_git(snapshot),
+            None => state.rescan_specs(),
+        }
         Ok(state)
     }
 
@@ -168,15 +191,70 @@ impl AppState {
         self.inner.store.len()
     }
 
-    /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;
-    /// the server calls it on inotify events (debounced) and on SIGHUP.
-    pub fn rescan_specs(&self) {
+    /// The git follower's snapshots (`None` without `[source.git]`).
+    pub fn git_snapshots(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Arc<crate::gitsource::Snapshot>>> {
+        self.inner
+            .git
+            .as_ref()
+            .map(crate::gitsource::Handle::subscribe)
+    }
+
+    /// Ask the git follower to fetch now (SIGHUP).
+    pub fn sync_git(&self) {
+        if let Some(g) = &self.inner.git {
+            g.sync_now();
+        }
+    }
+
+    /// The git follower's latest snapshot.
+    pub fn git(&self) -> Option<Arc<crate::gitsource::Snapshot>> {
+        self.inner
+            .git_snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Put the git follower's snapshot in force beside the spec directory (which is re-read
+    /// too). Blocking.
+    pub fn apply_git(&self, snapshot: Arc<crate::gitsource::Snapshot>) {
         let mut dir = self
             .inner
             .spec_dir
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let change = dir.rescan();
+        let git_change = dir.set_external(snapshot.files.clone(), snapshot.held.clone());
+        *self
+            .inner
+            .git_snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+        self.update_specs(dir, git_change);
+    }
+
+    /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;
+    /// the server calls it on inotify events (debounced) and on SIGHUP.
+    pub fn rescan_specs(&self) {
+        let dir = self
+            .inner
+            .spec_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.update_specs(dir, crate::source::Change::default());
+    }
+
+    fn update_specs(
+        &self,
+        mut dir: std::sync::MutexGuard<'_, SpecDir>,
+        before: crate::source::Change,
+    ) {
+        let mut change = dir.rescan();
+        change.added.extend(before.added);
+        change.updated.extend(before.updated);
+        change.removed.extend(before.removed);
+        change.diagnostics_changed |= before.diagnostics_changed;
         if change.diagnostics_changed {
             for d in dir.diagnostics() {
                 tracing::warn!("{d}");
