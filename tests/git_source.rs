@@ -1012,3 +1012,170 @@ async fn the_coordinator_shows_the_head_and_the_hosts_lagging_behind_it() {
     let _ = stop_tx.send(());
     task.await.unwrap().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// ssh: libssh2 in process, a key file, the remote's host key checked against known_hosts.
+
+/// sshd on a loopback port with its own host key, admitting `authorized` as root; ended (by
+/// PID) on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    host_public: String,
+}
+
+impl Sshd {
+    fn start(dir: &Path, authorized: &str) -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "/usr/sbin/sshd is missing: apt-get install openssh-server (.ci/run installs it)"
+        );
+        // sshd's privilege separation directory (the package makes it at boot).
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let (host_key, host_public) = keygen(dir, "host_key");
+        let authorized_keys = dir.join("authorized_keys");
+        std::fs::write(&authorized_keys, format!("{authorized}\n")).unwrap();
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n",
+                host_key.display(),
+                authorized_keys.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sshd {
+            child,
+            port,
+            host_public,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_ssh_the_key_file_and_the_known_host_key_are_used() {
+    let repo = Repo::new("ssh");
+    let state = Tmp::new("ssh-state");
+    let keys = Tmp::new("ssh-keys");
+    let (client, client_public) = keygen(&keys.0, "client");
+    let (stranger, _) = keygen(&keys.0, "stranger");
+    let sshd = Sshd::start(&keys.0, &client_public);
+    let a = repo.commit(&[("daemonsets/web.toml", Some(&spec("web", "1")))], None);
+    let key_only = |public: &str| {
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let known_hosts = keys.0.join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            sshd.port,
+            key_only(&sshd.host_public)
+        ),
+    )
+    .unwrap();
+    let remote = repo.tmp.0.join("remote.git");
+    let source = |key: &Path| GitSource {
+        url: format!("ssh://root@127.0.0.1:{}{}", sshd.port, remote.display()),
+        transport: Transport::Ssh,
+        ssh_key_file: Some(key.to_path_buf()),
+        known_hosts_file: known_hosts.clone(),
+        ..repo.source(&repo.url())
+    };
+    let log = || std::fs::read_to_string(keys.0.join("sshd.log")).unwrap_or_default();
+
+    let mut f = Follower::new(source(&client), state.0.join("git"));
+    f.poll();
+    let s = f.snapshot();
+    assert_eq!(s.commit, a, "{:?}\n{}", s.report, log());
+    assert_eq!(names(&s), set(&["web"]));
+
+    // A key the server does not admit: an authentication failure, a remains.
+    let b = repo.commit(&[("daemonsets/web.toml", Some(&spec("web", "2")))], None);
+    let mut wrong_key = Follower::new(source(&stranger), state.0.join("git"));
+    wrong_key.poll();
+    let s = wrong_key.snapshot();
+    assert_eq!(s.commit, a);
+    assert!(
+        s.report.fetch_error.contains("authentication failed"),
+        "{:?}",
+        s.report.fetch_error
+    );
+
+    // Another host key than the one known: refused before any credential is sent.
+    let (_, other_host) = keygen(&keys.0, "other_host");
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, key_only(&other_host)),
+    )
+    .unwrap();
+    f.poll();
+    let s = f.snapshot();
+    assert_eq!(s.commit, a);
+    assert!(
+        s.report.fetch_error.contains("does NOT match"),
+        "{:?}",
+        s.report.fetch_error
+    );
+    // Not listed at all.
+    std::fs::write(&known_hosts, "").unwrap();
+    f.poll();
+    assert!(
+        f.snapshot()
+            .report
+            .fetch_error
+            .contains(&format!("[127.0.0.1]:{} is not listed", sshd.port)),
+        "{:?}",
+        f.snapshot().report.fetch_error
+    );
+
+    // Known again: the new head is applied.
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            sshd.port,
+            key_only(&sshd.host_public)
+        ),
+    )
+    .unwrap();
+    f.poll();
+    let s = f.snapshot();
+    assert_eq!(s.commit, b, "{:?}", s.report);
+    assert!(s.report.fetch_error.is_empty());
+}

@@ -211,6 +211,8 @@ pub struct Follower {
     /// With no commit in force: the names the refused head defines.
     refused_names: BTreeSet<String>,
     diagnostics: Vec<Diagnostic>,
+    /// Why the last ssh host key was refused (libgit2 replaces the callback's message).
+    host_key_problem: std::cell::RefCell<Option<String>>,
 }
 
 /// Seconds since the epoch.
@@ -237,6 +239,7 @@ impl Follower {
             applied: None,
             refused_names: BTreeSet::new(),
             diagnostics: Vec::new(),
+            host_key_problem: Default::default(),
         };
         f.load_applied();
         f
@@ -613,6 +616,11 @@ impl Follower {
         let url = &self.config.url;
         let what = &self.config.reference;
         let message = e.message().trim_end().to_string();
+        if let Some(problem) = self.host_key_problem.borrow_mut().take() {
+            return Failure::Remote(format!(
+                "cannot fetch {what} from {url}: {problem} (source.git.known_hosts_file)"
+            ));
+        }
         match (e.class(), e.code()) {
             (_, git2::ErrorCode::Auth) | (C::Ssh, _) if message.contains("auth") => {
                 Failure::Remote(format!(
@@ -686,6 +694,8 @@ impl Follower {
         if config.transport == Transport::Ssh {
             let known = config.known_hosts_file.clone();
             let port = known_hosts::ssh_port(&config.url);
+            let problem = &self.host_key_problem;
+            problem.borrow_mut().take();
             cb.certificate_check(move |cert, host| {
                 let Some(key) = cert.as_hostkey().and_then(|h| h.hostkey()) else {
                     return Err(git2::Error::from_str("the ssh remote sent no host key"));
@@ -693,7 +703,13 @@ impl Follower {
                 known_hosts::check(&known, host, port, key)
                     .map(|()| git2::CertificateCheckStatus::CertificateOk)
                     .map_err(|m| {
-                        git2::Error::new(git2::ErrorCode::Certificate, git2::ErrorClass::Ssh, m)
+                        let e = git2::Error::new(
+                            git2::ErrorCode::Certificate,
+                            git2::ErrorClass::Ssh,
+                            &m,
+                        );
+                        *problem.borrow_mut() = Some(m);
+                        e
                     })
             });
         }
