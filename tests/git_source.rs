@@ -1,5 +1,6 @@
 //! `[source.git]` against real repositories made here with the git CLI (the product itself
-//! uses libgit2 in process): file:// and a loopback `git daemon`; atomic commits, refusals
+//! uses libgit2 in process): file://, a loopback `git daemon`, ssh to a loopback sshd, and
+//! smart HTTP (`git http-backend` behind a small server of the test); atomic commits, refusals
 //! with commit/file/line/field, ssh signatures made with ssh-keygen, force-push, the remote
 //! down, a corrupted mirror, and the agent (over the in-memory systemd) following a branch
 //! with the spec directory beside it.
@@ -1178,4 +1179,259 @@ fn over_ssh_the_key_file_and_the_known_host_key_are_used() {
     let s = f.snapshot();
     assert_eq!(s.commit, b, "{:?}", s.report);
     assert!(s.report.fetch_error.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Smart HTTP: `git http-backend` behind a minimal HTTP/1.1 server of this test (Basic
+// authentication with a token), on a loopback port; libgit2's HTTP transport is the one its
+// https:// uses, minus TLS.
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The HTTP server; stops (and its threads end) on drop.
+struct HttpGit {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Requests answered 401, and requests served.
+    counts: std::sync::Arc<std::sync::Mutex<(u32, u32)>>,
+}
+
+impl HttpGit {
+    fn start(root: &Path, token: &str) -> HttpGit {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new((0, 0)));
+        let (root, expected) = (
+            root.to_path_buf(),
+            format!("Basic {}", base64(format!("git:{token}").as_bytes())),
+        );
+        let thread = {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            stream.set_nonblocking(false).unwrap();
+                            serve_one(stream, &root, &expected, &counts);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        HttpGit {
+            port,
+            stop,
+            thread: Some(thread),
+            counts,
+        }
+    }
+}
+
+impl Drop for HttpGit {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request (the connection is closed after it): 401 without the token, else the CGI.
+fn serve_one(
+    stream: std::net::TcpStream,
+    root: &Path,
+    expected: &str,
+    counts: &std::sync::Mutex<(u32, u32)>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    if let Some(n) = headers.get("content-length") {
+        body.resize(n.parse().unwrap(), 0);
+        reader.read_exact(&mut body).unwrap();
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let mut out = stream;
+    if headers.get("authorization").map(String::as_str) != Some(expected) {
+        counts.lock().unwrap().0 += 1;
+        let _ = out.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
+    counts.lock().unwrap().1 += 1;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut cgi = Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env(
+            "CONTENT_TYPE",
+            headers.get("content-type").cloned().unwrap_or_default(),
+        )
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env(
+            "HTTP_GIT_PROTOCOL",
+            headers.get("git-protocol").cloned().unwrap_or_default(),
+        )
+        .env("REMOTE_USER", "git")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cgi.stdin.take().unwrap().write_all(&body).unwrap();
+    let output = cgi.wait_with_output().unwrap();
+    let raw = output.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+        .unwrap_or((raw.len(), 0));
+    let head = String::from_utf8_lossy(&raw[..split.0]).to_string();
+    let payload = &raw[(split.0 + split.1).min(raw.len())..];
+    let mut status = "200 OK".to_string();
+    let mut response = String::new();
+    for h in head.lines() {
+        match h.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+            Some(_) => response.push_str(&format!("{h}\r\n")),
+            None => {}
+        }
+    }
+    let _ = out.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        )
+        .as_bytes(),
+    );
+    let _ = out.write_all(payload);
+}
+
+#[test]
+fn over_http_with_a_token() {
+    let repo = Repo::new("http");
+    let state = Tmp::new("http-state");
+    let secrets = Tmp::new("http-secrets");
+    let a = repo.commit(&[("daemonsets/web.toml", Some(&spec("web", "1")))], None);
+    let server = HttpGit::start(&repo.tmp.0, "s3cret-token");
+    let token_file = secrets.0.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let source = |token: Option<&Path>| GitSource {
+        url: format!("http://127.0.0.1:{}/remote.git", server.port),
+        transport: Transport::Http,
+        token_file: token.map(Path::to_path_buf),
+        ..repo.source(&repo.url())
+    };
+
+    // The token, as the basic-auth password of user git: fetched, shallow.
+    let mut f = Follower::new(source(Some(&token_file)), state.0.join("git"));
+    f.poll();
+    let s = f.snapshot();
+    assert_eq!(s.commit, a, "{:?}", s.report);
+    assert!(server.counts.lock().unwrap().1 > 0);
+    assert!(
+        state.0.join("git/mirror.git/shallow").exists(),
+        "a shallow fetch"
+    );
+
+    // Without a token: the remote asks, nothing is configured, a stays.
+    let b = repo.commit(&[("daemonsets/web.toml", Some(&spec("web", "2")))], None);
+    let mut anonymous = Follower::new(source(None), state.0.join("git"));
+    anonymous.poll();
+    let s = anonymous.snapshot();
+    assert_eq!(s.commit, a);
+    assert!(
+        s.report.fetch_error.contains("none are configured"),
+        "{:?}",
+        s.report.fetch_error
+    );
+
+    // A wrong token: refused, a stays.
+    std::fs::write(&token_file, "wrong\n").unwrap();
+    f.poll();
+    let s = f.snapshot();
+    assert_eq!(s.commit, a);
+    assert!(
+        s.report
+            .fetch_error
+            .contains("authentication failed: the remote refused"),
+        "{:?}",
+        s.report.fetch_error
+    );
+
+    // The right one again: b.
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    f.poll();
+    assert_eq!(f.snapshot().commit, b, "{:?}", f.snapshot().report);
 }

@@ -664,7 +664,10 @@ impl Follower {
         cb.credentials(move |_url, user_from_url, allowed| {
             tries += 1;
             if tries > 3 {
-                return Err(git2::Error::from_str("the credentials were refused"));
+                return Err(git2::Error::from_str(
+                    "authentication failed: the remote refused the configured credentials \
+                     (source.git.token_file, source.git.ssh_key_file)",
+                ));
             }
             let user = user_from_url.unwrap_or(&config.username);
             if allowed.contains(git2::CredentialType::USERNAME) {
