@@ -474,3 +474,30 @@ async fn an_agent_restart_keeps_a_ready_daemon_ready_and_its_ready_since() {
     assert!(!d.ready);
     assert_eq!(d.readiness, "readiness probe has not succeeded yet");
 }
+
+#[tokio::test]
+async fn failed_probe_units_of_an_earlier_agent_are_reset() {
+    use hostset::unit::{PropValue, Property, UnitSpec};
+    let env = Env::new("leftovers");
+    let fake = FakeSystemd::new();
+    let leftover = |name: &str| UnitSpec {
+        name: name.into(),
+        daemonset: "web".into(),
+        revision: String::new(),
+        labels: Default::default(),
+        properties: vec![Property {
+            name: "Type",
+            value: PropValue::Str("oneshot".into()),
+        }],
+    };
+    fake.insert_running(leftover("hostset.probe-old-1.service"), 4000);
+    fake.insert_running(leftover("hostset.probe-old-2.service"), 4001);
+    fake.set_state("hostset.probe-old-1.service", "failed", "failed");
+    let mut agent = env.agent(fake.clone());
+    agent.clear_probe_units().await;
+    assert_eq!(
+        fake.unit_names(),
+        ["hostset.probe-old-2.service"],
+        "the failed one is reset (and goes), the running one finishes on its own"
+    );
+}

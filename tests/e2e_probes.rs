@@ -168,6 +168,19 @@ fn probes_and_notify_on_real_systemd() {
         ),
     );
 
+    write_spec(
+        &specs,
+        "slow-probe.toml",
+        &spec(
+            "slow-probe",
+            "command = [\"/bin/sleep\", \"infinity\"]\n\
+             readinessProbe.exec.command = [\"/bin/sleep\", \"30\"]\n\
+             readinessProbe.timeoutSeconds = 1\n\
+             readinessProbe.periodSeconds = 2\n\
+             readinessProbe.failureThreshold = 1\n",
+        ),
+    );
+
     let node = fleet.boot(agent_node("probe-1", &specs));
     start_agent(&node);
 
@@ -220,6 +233,26 @@ fn probes_and_notify_on_real_systemd() {
     expect(&node, "exec-ready", "ready once the flag exists", |d| {
         d.ready
     });
+
+    // systemd kills an exec probe at its timeout (the oneshot unit's TimeoutStartUSec).
+    let d = expect(&node, "slow-probe", "the timeout is reported", |d| {
+        d.readiness.starts_with("readiness probe failed")
+    });
+    assert_eq!(
+        d.readiness,
+        "readiness probe failed 1 time: exec /bin/sleep 30: timed out after 1s"
+    );
+    // No probe unit is left behind, failed or running, once a run is over.
+    std::thread::sleep(Duration::from_millis(300));
+    let left = node.exec_ok(&[
+        "systemctl",
+        "list-units",
+        "--all",
+        "--no-legend",
+        "hostset.probe-*",
+    ]);
+    let lingering: Vec<&str> = left.lines().filter(|l| l.contains("failed")).collect();
+    assert!(lingering.is_empty(), "{left}");
 
     // Liveness: the daemon is killed and systemd restarts it.
     let unit = "hostset-not-alive.service";

@@ -386,40 +386,44 @@ impl Prober {
         if let Outcome::Failure(m) = &done.outcome {
             debug!(unit = %done.unit, probe = %done.kind, message = %m, "probe failed");
         }
+        let kept_before = e.kept();
         let effect = e.probes.record(done.kind, done.outcome, now);
+        let ready = e.probes.ready();
+        if effect == Effect::ReadinessChanged {
+            e.ready_since = ready.then(|| epoch_now().as_secs());
+        }
+        // probes.json changes only with what it keeps (startup, readiness, since when).
+        self.dirty |= e.kept() != kept_before;
+        let reason = e.probes.reason();
+        let grace = e
+            .probe(done.kind)
+            .and_then(|p| p.termination_grace_period_seconds)
+            .unwrap_or(e.grace)
+            .max(1);
         let followup = match effect {
             Effect::None => Followup::None,
             Effect::ReadinessChanged => {
-                let ready = e.probes.ready();
-                e.ready_since = ready.then(|| epoch_now().as_secs());
                 if ready {
                     info!(unit = %done.unit, "{} is ready", done.unit);
                     self.killed.remove(&done.unit);
                 } else {
-                    let reason = e.probes.reason();
                     info!(unit = %done.unit, %reason, "{} is not ready: {reason}", done.unit);
                 }
                 Followup::Report
             }
-            Effect::Restart(reason) => {
-                let grace = e
-                    .probe(done.kind)
-                    .and_then(|p| p.termination_grace_period_seconds)
-                    .unwrap_or(e.grace)
-                    .max(1);
+            Effect::Restart(why) => {
                 self.kills.push(PendingKill {
                     at: now + Duration::from_secs(u64::try_from(grace).unwrap_or(1)),
                     unit: done.unit.clone(),
                     invocation: done.invocation.clone(),
                 });
-                self.killed.insert(done.unit.clone(), reason.clone());
+                self.killed.insert(done.unit.clone(), why.clone());
                 Followup::Kill {
                     unit: done.unit,
-                    reason,
+                    reason: why,
                 }
             }
         };
-        self.dirty = true;
         self.save();
         followup
     }

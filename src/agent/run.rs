@@ -1021,6 +1021,19 @@ impl<S: Systemd> Agent<S> {
         self.prober.start_due(&self.systemd, &self.unit_options);
     }
 
+    /// Reset the exec probes' units an earlier agent left failed (it stopped during a run,
+    /// before it could read and reset them): a failed oneshot unit stays loaded for good.
+    pub async fn clear_probe_units(&mut self) {
+        let pattern = format!("{}*", unit::PROBE_UNIT_PREFIX);
+        let Ok(units) = self.systemd.list(&pattern).await else {
+            return;
+        };
+        for u in units.iter().filter(|u| u.active_state == "failed") {
+            debug!(unit = %u.name, "resetting a failed probe unit of an earlier agent");
+            let _ = self.systemd.reset_failed(&u.name).await;
+        }
+    }
+
     /// Whether probes are running.
     pub fn probing(&self) -> bool {
         self.prober.busy()
@@ -1180,6 +1193,7 @@ pub async fn run_with_reporter<S: Systemd>(
         .map_err(|e| warn!(error = %e, "cannot catch SIGUSR1: hostset sync will not work"))
         .ok();
 
+    agent.clear_probe_units().await;
     agent.sample_conditions();
     agent.sample_addresses();
     agent.reload_node();
