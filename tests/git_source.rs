@@ -988,6 +988,16 @@ async fn the_coordinator_shows_the_head_and_the_hosts_lagging_behind_it() {
     assert_eq!(s.lagging[0].node, "node-b");
     assert_eq!(s.lagging[0].commit, a);
     assert_eq!(s.lagging[0].reason, "cannot fetch branch main: timed out");
+    let metrics = get("/metrics").await;
+    let labels = format!("{{url=\"{}\",ref=\"refs/heads/main\"}}", repo.url());
+    for line in [
+        format!("hostset_git_nodes_lagging{labels} 1"),
+        format!("hostset_git_nodes_current{labels} 1"),
+        format!("hostset_git_fetch_ok{labels} 1"),
+        format!("hostset_git_head_refused{labels} 0"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     let nodes: Vec<NodeView> = serde_json::from_str(&get("/v1/nodes").await).unwrap();
     let commits: Vec<(String, String)> = nodes.into_iter().map(|n| (n.name, n.commit)).collect();
     assert!(

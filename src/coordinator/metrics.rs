@@ -18,6 +18,16 @@
 //! | `hostset_coordinator_heartbeats_total` | counter | | heartbeats accepted |
 //! | `hostset_coordinator_rejected_requests_total` | counter | `reason` | requests answered with an error, by [`Reason`] |
 //!
+//! With `[source.git]`, also (labels `url`, `ref`):
+//!
+//! | metric | type | value |
+//! |---|---|---|
+//! | `hostset_git_fetch_ok` | gauge | 1 when the coordinator's last fetch worked, else 0 |
+//! | `hostset_git_last_fetch_timestamp_seconds` | gauge | the last successful fetch (0: none) |
+//! | `hostset_git_head_refused` | gauge | 1 when the head is refused (invalid, unsigned), else 0 |
+//! | `hostset_git_nodes_lagging` | gauge | nodes following the repository that do not run its head |
+//! | `hostset_git_nodes_current` | gauge | nodes following the repository that run its head |
+//!
 //! Counters count since the coordinator started. Label values are escaped as the format
 //! requires (`\\`, `\"`, `\n`).
 
@@ -259,6 +269,42 @@ pub fn render_views(
         );
     }
     out
+}
+
+/// The `[source.git]` gauges (see the [module docs](self)), appended to `out`.
+pub fn render_git(out: &mut String, git: &crate::report::GitReport, lagging: u64, current: u64) {
+    let labels = [("url", git.url.as_str()), ("ref", git.reference.as_str())];
+    let gauges: [(&str, &str, u64); 5] = [
+        (
+            "hostset_git_fetch_ok",
+            "Whether the coordinator's last fetch of the repository worked (1) or not (0).",
+            u64::from(git.fetch_error.is_empty() && git.fetched_at.is_some()),
+        ),
+        (
+            "hostset_git_last_fetch_timestamp_seconds",
+            "When the repository was last fetched successfully, in seconds since the epoch.",
+            git.fetched_at.unwrap_or(0),
+        ),
+        (
+            "hostset_git_head_refused",
+            "Whether the head commit is refused (an invalid spec, a missing or bad signature).",
+            u64::from(!git.refused.is_empty()),
+        ),
+        (
+            "hostset_git_nodes_lagging",
+            "Nodes following the repository whose commit in force is not the head.",
+            lagging,
+        ),
+        (
+            "hostset_git_nodes_current",
+            "Nodes following the repository that run its head.",
+            current,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, help, "gauge");
+        sample(out, name, &labels, value);
+    }
 }
 
 fn family(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -872,8 +872,8 @@ async fn get_source(
         let git = state.git().map(|g| g.report.clone());
         let (lagging, current) = match &git {
             Some(g) => {
-                let nodes = state.nodes();
-                fleet::lagging(g, nodes.iter().map(|n| &n.report))
+                let entries = state.store().sorted_entries();
+                fleet::lagging(g, entries.iter().map(|e| &e.record().report))
             }
             None => (Vec::new(), 0),
         };
@@ -1011,7 +1011,13 @@ async fn get_metrics(
                 last_seen: e.last_seen(),
             })
             .collect();
-        metrics::render_views(&views, &nodes, state.counters())
+        let mut text = metrics::render_views(&views, &nodes, state.counters());
+        if let Some(g) = state.git() {
+            let (lagging, current) =
+                fleet::lagging(&g.report, entries.iter().map(|e| &e.record().report));
+            metrics::render_git(&mut text, &g.report, lagging.len() as u64, current);
+        }
+        text
     })
     .await
     .map_err(|e| Failure::internal(format!("the read did not complete: {e}")))?;
