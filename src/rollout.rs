@@ -192,11 +192,18 @@ pub struct Directives {
     /// Daemonset → why the node waits (for `hostset status`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub waits: BTreeMap<String, String>,
+    /// Daemonsets the node waits for that the coordinator has no spec of (host-specific
+    /// ones): the coordinator cannot pace them, the node replaces them on its own.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub unmanaged: std::collections::BTreeSet<String>,
 }
 
 impl Directives {
     pub fn is_empty(&self) -> bool {
-        self.grants.is_empty() && self.pins.is_empty() && self.waits.is_empty()
+        self.grants.is_empty()
+            && self.pins.is_empty()
+            && self.waits.is_empty()
+            && self.unmanaged.is_empty()
     }
 
     /// A tag of the content (FNV-1a 64 of the JSON, 16 hex digits): an agent's directives

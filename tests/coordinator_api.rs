@@ -1759,3 +1759,19 @@ async fn a_slot_held_past_the_progress_deadline_halts_the_rollout() {
     assert_eq!(view.conditions[0].status, "False");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn daemonsets_the_coordinator_has_no_spec_of_are_the_nodes_own() {
+    let setup = Setup::new("unmanaged");
+    let s = setup.start().await;
+    // A host-specific daemonset (in the node's own spec directory only) waits for a slot.
+    let local = waiting("local-only", "r1", "r2");
+    let a = s
+        .report(Some(AGENT), &report("a", "a", 1, vec![local]))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let d: hostset::rollout::Directives = serde_json::from_str(&a.body).unwrap();
+    assert!(d.unmanaged.contains("local-only"), "{d:?}");
+    assert!(d.grants.is_empty() && d.waits.is_empty(), "{d:?}");
+    s.stop().await;
+}

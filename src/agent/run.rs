@@ -243,7 +243,11 @@ impl<S: Systemd> Agent<S> {
             let name = &d.ds.name;
             let gate = if c.directives.grants.get(name) == Some(&d.unit.revision) {
                 plan::Gate::Granted
-            } else if !c.reachable && crate::rollout::settings(&d.ds).without_coordinator {
+            } else if c.directives.unmanaged.contains(name)
+                || (!c.reachable && crate::rollout::settings(&d.ds).without_coordinator)
+            {
+                // Not the coordinator's to pace (a host-specific daemonset), or allowed to
+                // go on without it.
                 plan::Gate::Free
             } else if let Some(why) = c.directives.waits.get(name) {
                 plan::Gate::Wait(why.clone())

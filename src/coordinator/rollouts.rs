@@ -193,6 +193,15 @@ impl AppState {
                 d.pins.insert(name.clone(), pin.clone());
             }
         }
+        // What the node waits for that the coordinator has no spec of: not its to pace.
+        let (_, specs) = self.specs_versioned();
+        if let Some(e) = self.store().entry(node) {
+            for ds in &e.record().report.daemonsets {
+                if ds.rollout == crate::plan::ROLLOUT_WAITING && !specs.contains_key(&ds.name) {
+                    d.unmanaged.insert(ds.name.clone());
+                }
+            }
+        }
         let inner = self.rollouts().lock();
         for (name, slots) in &inner.slots {
             if let Some(slot) = slots.get(node) {
