@@ -390,9 +390,9 @@ async fn full_report_then_heartbeats_then_reports_on_change_with_live_numbers() 
     );
     let reports_before_metrics = stub.of("report").len();
 
-    // Memory and CPU change without a signal: the stats tick reads them into the status
-    // file; the coordinator gets them with a full report within METRICS_EVERY heartbeats,
-    // heartbeats going on meanwhile.
+    // Memory and CPU change without a signal: the heartbeat that ends the METRICS_EVERY
+    // window has the loop read them (into the status file too) and carries them in a full
+    // report; heartbeats go on meanwhile.
     fake.update_details("hostset-web.service", |d| {
         d.memory_current = Some(123_456);
         d.cpu_usage_nsec = Some(7_000);
@@ -602,7 +602,8 @@ async fn no_coordinator_no_requests() {
 }
 
 /// The live numbers' cache, pass by pass: read once per unit, again after a change signal,
-/// on every stats tick, and after a systemd reload; nothing else reads them.
+/// when the reporter asks for the metrics (`refresh_live`), and after a systemd reload;
+/// nothing else reads them.
 #[tokio::test]
 async fn live_numbers_are_cached_and_refreshed_on_signals_and_ticks() {
     let env = Env::new("live");
@@ -654,7 +655,7 @@ async fn live_numbers_are_cached_and_refreshed_on_signals_and_ticks() {
     agent.reconcile().await;
     assert_eq!(web(&agent).unwrap().main_pid, 4242);
 
-    // The stats tick: memory and CPU, without a signal; written to the status file.
+    // The reporter's request: memory and CPU, without a signal; written to the status file.
     fake.update_details("hostset-web.service", |d| {
         d.memory_current = Some(1 << 20);
         d.cpu_usage_nsec = Some(5);
@@ -689,8 +690,8 @@ async fn live_numbers_are_cached_and_refreshed_on_signals_and_ticks() {
     assert_eq!(details(fake.take_calls()), 0, "a removed unit is not read");
 }
 
-/// Through the loop, without a coordinator (stats tick: 10 s): a crash shows in the status
-/// file at once, from systemd's signals alone.
+/// Through the loop, without a coordinator (nothing reads the units on a timer): a crash
+/// shows in the status file at once, from systemd's signals alone.
 #[tokio::test]
 async fn a_restart_shows_in_the_status_file_without_waiting_for_a_tick() {
     let env = Env::new("crash");
@@ -711,6 +712,33 @@ async fn a_restart_shows_in_the_status_file_without_waiting_for_a_tick() {
     })
     .await;
     assert!(crashed_at.elapsed() < Duration::from_secs(2));
+    running.stop().await;
+}
+
+/// Without a coordinator nothing reads the units' numbers on a timer: an idle agent makes
+/// no systemd call at all, however long it runs (ten minutes of paused time here; the old
+/// statistics tick read every unit every 10 s).
+#[tokio::test(start_paused = true)]
+async fn an_idle_agent_without_a_coordinator_makes_no_systemd_call() {
+    let env = Env::new("idle");
+    let fake = FakeSystemd::new();
+    env.write_spec("web");
+    env.write_spec("db");
+    let running = Running::start(env.agent(fake.clone(), None), None);
+    wait_for("both running", || {
+        env.status().filter(|r| {
+            ["web", "db"]
+                .iter()
+                .all(|n| daemonset(r, n).is_some_and(|d| d.ready && d.main_pid != 0))
+        })
+    })
+    .await;
+    // The start's own signals settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fake.take_calls();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let calls = fake.take_calls();
+    assert!(calls.is_empty(), "idle for 10 min: {calls:?}");
     running.stop().await;
 }
 

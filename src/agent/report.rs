@@ -21,6 +21,11 @@
 //! - Metrics change all the time and emit no signal: a change in them alone is sent with a
 //!   full report in place of a heartbeat at most every [`METRICS_EVERY`] heartbeat intervals
 //!   (one minute by default), so idle nodes send heartbeats, not reports.
+//! - The metrics are read when they are about to be sent, not on a timer of their own: at
+//!   the heartbeat that ends such a window, the reporter asks the agent's loop (the channel
+//!   given to [`Reporter::with_refresh`]) to read every unit's numbers again, waits for that
+//!   at most [`REFRESH_WAIT`], and sends whatever report is latest then. An idle agent
+//!   therefore wakes for the heartbeat and for nothing else.
 //! - `sequence` increases with every full report sent (every attempt), starting at 1 for
 //!   each agent instance; a heartbeat carries the sequence of the last delivered report.
 //! - Failures (network errors, timeouts, 5xx, 429, 401/403, other 4xx) are retried with
@@ -59,6 +64,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Metrics-only changes are sent at most once per this many heartbeat intervals.
 pub const METRICS_EVERY: u32 = 6;
+/// How long the reporter waits for the agent's loop to read the metrics again (the loop may
+/// be in the middle of a pass); after that it goes on with the report it has.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(2);
+
+/// What the reporter sends to the agent's loop to have the units' memory and CPU read again:
+/// the loop answers on it once the report with the fresh numbers (if any changed) is
+/// published.
+pub type RefreshRequest = tokio::sync::oneshot::Sender<()>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an error body goes into a log line.
@@ -337,6 +350,8 @@ pub struct Reporter {
     control: watch::Sender<Control>,
     /// The body of the last successful answer.
     answer_body: Option<(StatusCode, Vec<u8>)>,
+    /// The agent's loop, asked to read the metrics again when they are due.
+    refresh: Option<tokio::sync::mpsc::Sender<RefreshRequest>>,
 }
 
 /// What the agent knows of the coordinator's will: the directives of its last answer, and
@@ -463,6 +478,7 @@ impl Reporter {
             answer_body: None,
             backoff_min: BACKOFF_MIN,
             backoff_max: BACKOFF_MAX,
+            refresh: None,
         };
         reporter.reload_token();
         Ok(reporter)
@@ -473,6 +489,29 @@ impl Reporter {
         self.backoff_min = min;
         self.backoff_max = max.max(min);
         self
+    }
+
+    /// Ask `loop_` to read the metrics again when they are due (see the
+    /// [module docs](self)); without it, the reporter sends the numbers it is given.
+    pub fn with_refresh(mut self, loop_: tokio::sync::mpsc::Sender<RefreshRequest>) -> Reporter {
+        self.refresh = Some(loop_);
+        self
+    }
+
+    /// Ask the agent's loop for fresh metrics; wait for its answer at most [`REFRESH_WAIT`].
+    async fn refresh_metrics(&self) {
+        let Some(tx) = &self.refresh else {
+            return;
+        };
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        let asked = async {
+            if tx.send(reply).await.is_ok() {
+                let _ = answered.await;
+            }
+        };
+        if tokio::time::timeout(REFRESH_WAIT, asked).await.is_err() {
+            debug!("the agent's loop did not read the metrics in time; sending the last ones");
+        }
     }
 
     /// The coordinator's base URL.
@@ -661,6 +700,9 @@ impl Reporter {
         let mut sequence = 0u64;
         let mut need_full = true;
         let mut next_heartbeat = Instant::now();
+        // When the metrics were last read for a report (see `refresh_metrics`).
+        let mut metrics_read_at = Instant::now();
+        let metrics_window = self.heartbeat_interval * METRICS_EVERY;
         let mut delay = self.backoff_min;
         // The problem logged last, and how many attempts failed since the last success.
         let mut problem: Option<String> = None;
@@ -688,11 +730,23 @@ impl Reporter {
             }
             let changed = delivered.as_ref().is_none_or(|d| !same_content(d, &latest));
             let heartbeat_due = now >= next_heartbeat;
+            if heartbeat_due
+                && !need_full
+                && !changed
+                && self.refresh.is_some()
+                && now.duration_since(delivered_at.max(metrics_read_at)) >= metrics_window
+            {
+                // The window ends with this heartbeat: read the metrics now, then decide
+                // between a full report and a heartbeat on the latest report.
+                metrics_read_at = now;
+                self.refresh_metrics().await;
+                continue;
+            }
             let metrics_due = heartbeat_due
                 && delivered
                     .as_ref()
                     .is_some_and(|d| !same_metrics(d, &latest))
-                && now.duration_since(delivered_at) >= self.heartbeat_interval * METRICS_EVERY;
+                && now.duration_since(delivered_at) >= metrics_window;
             let answer = if need_full || changed || metrics_due {
                 sequence += 1;
                 let mut report = latest;

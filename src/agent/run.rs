@@ -8,8 +8,9 @@
 //! - Nothing is polled while nothing changes: inotify on the spec directory
 //!   and the node file, systemd's signals, and the planner's own deadlines
 //!   (evictions, backoff) wake the loop. The only periodic work is sampling
-//!   memory and disk for pressure conditions, the watchdog ping, and the probes of
-//!   daemons that declare any ([`super::probes`]; none without probes).
+//!   memory and disk for pressure conditions, the watchdog ping, the probes of
+//!   daemons that declare any ([`super::probes`]; none without probes), and (with a
+//!   coordinator) the reporter's heartbeat.
 //! - A complete file is acted on at once; a file in the middle of being written is
 //!   waited for ([`FileDebounce`]). A file renamed into place (`IN_MOVED_TO`: what
 //!   editors, package managers and config management do), closed after writing
@@ -25,14 +26,17 @@
 //!   (1 s doubling to 30 s) and reported; it never blocks the other daemonsets.
 //! - On SIGTERM the agent stops reconciling and exits; the daemons keep running
 //!   (transient units do not depend on their creator).
-//! - Every report (each pass, and each stats tick that changed a number) is written to the
+//! - Every report (each pass, and each metrics read that changed a number) is written to the
 //!   status file and handed to the reporter ([`super::report`]) through a watch channel:
 //!   the loop never waits for the coordinator.
 //! - The live numbers of a unit (MainPID, NRestarts, ActiveEnterTimestamp, memory, CPU) are
 //!   cached per unit, read again when systemd signals a change of the unit (UnitChanged,
-//!   JobRemoved), dropped when it is removed, forgotten on a systemd reload, and read again
-//!   on every stats tick (memory and CPU change without a signal). The stats tick runs every
-//!   `coordinator.heartbeat_interval` (10 s without a coordinator).
+//!   JobRemoved), dropped when it is removed and forgotten on a systemd reload. Memory and
+//!   CPU change without a signal; they are read for every unit only when the reporter asks,
+//!   at the heartbeat that is due to carry them to the coordinator (at most once a minute by
+//!   default; see [`super::report`]). Nothing reads them on a timer: without a coordinator the
+//!   status file's `memoryBytes`/`cpuNanoseconds` are as of the unit's last change, and
+//!   `hostset status` reads the current ones from systemd itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -52,9 +56,9 @@ use crate::systemd::{Event, Systemd, SystemdError, UnitDetails};
 use crate::unit::{self, Markers, UnitOptions};
 
 use super::conditions;
-use super::config::{Config, DEFAULT_HEARTBEAT_INTERVAL};
+use super::config::Config;
 use super::probes::{self, Followup, Prober};
-use super::report::{self, Control, Reporter};
+use super::report::{self, Control, RefreshRequest, Reporter};
 use crate::gitsource;
 use crate::service as sdnotify;
 use crate::source::SpecDir;
@@ -326,14 +330,6 @@ impl<S: Systemd> Agent<S> {
     /// This agent start's `agentInstance`.
     pub fn instance(&self) -> &str {
         &self.instance
-    }
-
-    /// How often memory and CPU are read: the coordinator's heartbeat interval.
-    pub fn stats_interval(&self) -> Duration {
-        self.config
-            .coordinator
-            .as_ref()
-            .map_or(DEFAULT_HEARTBEAT_INTERVAL, |c| c.heartbeat_interval)
     }
 
     /// Read the host's addresses; true when they changed.
@@ -1065,8 +1061,9 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
-    /// The stats tick: read every cached unit's numbers again (memory and CPU change without
-    /// a signal) and, when any number in the last report changed, write and publish it.
+    /// Read every cached unit's numbers again (memory and CPU change without a signal) and,
+    /// when any number in the last report changed, write and publish it. The loop does this
+    /// when the reporter asks ([`RefreshRequest`]), never on a timer.
     pub async fn refresh_live(&mut self) {
         let names: Vec<String> = self.live.keys().cloned().collect();
         for name in names {
@@ -1113,7 +1110,7 @@ enum Wake {
     Systemd(Event),
     Timer,
     Conditions,
-    Stats,
+    Refresh(RefreshRequest),
     Watchdog,
     Probe(probes::Done),
     /// The coordinator's directives changed (a slot, a pin, a wait).
@@ -1156,13 +1153,16 @@ pub async fn run_with_reporter<S: Systemd>(
             self.0.abort();
         }
     }
+    // The reporter asks for fresh metrics through this when it is about to send them.
+    let (refresh_tx, mut refresh_rx) = mpsc::channel::<RefreshRequest>(1);
     let _reporting = match reporter {
         Some(r) => {
             info!(url = %r.url(), instance = %agent.instance, "reporting to the coordinator");
-            let r = r.with_control(agent.control());
+            let r = r.with_control(agent.control()).with_refresh(refresh_tx);
             Some(AbortOnDrop(tokio::spawn(r.run(agent.subscribe()))))
         }
         None => {
+            drop(refresh_tx);
             info!("no coordinator configured; the status file is the only report");
             None
         }
@@ -1209,10 +1209,7 @@ pub async fn run_with_reporter<S: Systemd>(
     let watchdog = sdnotify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut conditions_tick = tokio::time::interval(CONDITIONS_INTERVAL);
-    let mut stats_tick = tokio::time::interval(agent.stats_interval());
-    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     conditions_tick.tick().await;
-    stats_tick.tick().await;
     watchdog_tick.tick().await;
     tokio::pin!(shutdown);
 
@@ -1243,7 +1240,7 @@ pub async fn run_with_reporter<S: Systemd>(
             Some(ev) = events.recv() => Wake::Systemd(ev),
             _ = sleep => Wake::Timer,
             _ = conditions_tick.tick() => Wake::Conditions,
-            _ = stats_tick.tick() => Wake::Stats,
+            Some(reply) = refresh_rx.recv() => Wake::Refresh(reply),
             _ = watchdog_tick.tick(), if watchdog.is_some() => Wake::Watchdog,
             done = agent.probe_done(), if agent.probing() => Wake::Probe(done),
             Ok(()) = control.changed() => Wake::Control,
@@ -1286,7 +1283,10 @@ pub async fn run_with_reporter<S: Systemd>(
                     pass_due = Some(now);
                 }
             }
-            Wake::Stats => agent.refresh_live().await,
+            Wake::Refresh(reply) => {
+                agent.refresh_live().await;
+                let _ = reply.send(());
+            }
             Wake::Watchdog => sdnotify::notify("WATCHDOG=1"),
             Wake::Probe(done) => {
                 if agent.on_probe(done).await {
