@@ -726,7 +726,7 @@ pub fn node_facts_after<'a>(
         .map(|(i, spec)| {
             let should_run = match (reusable, &node) {
                 (Some(facts), _) => facts.daemonsets.get(i).is_some_and(|f| f.should_run),
-                (None, Some(node)) => placement::evaluate(&spec.ds, node).should_run,
+                (None, Some(node)) => placement::decide(&spec.ds, node).0,
                 (None, None) => unreachable!("a node when the facts are not reused"),
             };
             let d = report.daemonsets.iter().find(|d| d.name == spec.ds.name);

@@ -220,6 +220,9 @@ fn eviction_deadline<'n>(
     since: &BTreeMap<String, Duration>,
     now: Duration,
 ) -> Option<(Duration, &'n Taint, i64)> {
+    if !node.taints.iter().any(|t| t.effect == EFFECT_NO_EXECUTE) {
+        return None;
+    }
     let tolerations = daemon_tolerations(&ds.template);
     let mut earliest: Option<(Duration, &Taint, i64)> = None;
     for taint in node.taints.iter().filter(|t| t.effect == EFFECT_NO_EXECUTE) {

@@ -106,25 +106,70 @@ fn node_fields(node: &Node) -> Vec<(&str, &str)> {
     }
 }
 
+/// An expression's operator as `nodeSelectorRequirementsAsSelector` reads it; `None` for an
+/// unknown one.
+fn expression_operator(operator: &str) -> Option<Operator> {
+    Some(match operator {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::GreaterThan,
+        "Lt" => Operator::LessThan,
+        _ => return None,
+    })
+}
+
+/// `nodeSelectorTerm.match` of a term that is not empty, as [`parse_term`] then
+/// [`term_failures`] would decide it, without building either: a term that does not parse
+/// matches nothing; labels, then fields (skipped when the node has no name). No allocation
+/// unless a requirement is invalid.
+fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    // Every part must parse, whatever matches: a failing match and a parse error both make
+    // the term false, so one pass that stops at either is the same decision.
+    let labels_ok = term.match_expressions.iter().all(|e| {
+        expression_operator(&e.operator).is_some_and(|op| {
+            Requirement::is_valid(&e.key, op, &e.values)
+                && Requirement::parts_match(&e.key, op, &e.values, &node.labels)
+        })
+    });
+    if !labels_ok {
+        return false;
+    }
+    term.match_fields.iter().all(|f| {
+        let equal = match f.operator.as_str() {
+            "In" => true,
+            "NotIn" => false,
+            _ => return false,
+        };
+        let [value] = f.values.as_slice() else {
+            return false;
+        };
+        // `extractNodeFields`: no fields at all for a node without a name.
+        if node.name.is_empty() {
+            return true;
+        }
+        let have = if f.key == OBJECT_NAME_FIELD {
+            node.name.as_str()
+        } else {
+            ""
+        };
+        (have == value) == equal
+    })
+}
+
 /// `nodeSelectorRequirementsAsSelector`: every expression is parsed and all errors are kept.
 fn parse_expressions(exprs: &[NodeSelectorRequirement]) -> Result<Vec<Requirement>, Vec<String>> {
     let mut errs = Vec::new();
     let mut reqs = Vec::new();
     for (i, expr) in exprs.iter().enumerate() {
-        let op = match expr.operator.as_str() {
-            "In" => Operator::In,
-            "NotIn" => Operator::NotIn,
-            "Exists" => Operator::Exists,
-            "DoesNotExist" => Operator::DoesNotExist,
-            "Gt" => Operator::GreaterThan,
-            "Lt" => Operator::LessThan,
-            other => {
-                errs.push(format!(
-                    "matchExpressions[{i}].operator {other:?} is not one of In, NotIn, Exists, \
-                     DoesNotExist, Gt, Lt"
-                ));
-                continue;
-            }
+        let Some(op) = expression_operator(&expr.operator) else {
+            errs.push(format!(
+                "matchExpressions[{i}].operator {:?} is not one of In, NotIn, Exists, \
+                 DoesNotExist, Gt, Lt",
+                expr.operator
+            ));
+            continue;
         };
         match Requirement::new(&expr.key, op, &expr.values) {
             Ok(r) => reqs.push(r),
@@ -241,7 +286,7 @@ pub fn required_affinity_matches(affinity: Option<&NodeSelector>, node: &Node) -
         .terms
         .iter()
         .filter(|t| !is_empty_term(t))
-        .any(|t| parse_term(t).is_ok_and(|p| term_failures(&p, node).is_empty()))
+        .any(|t| term_matches(t, node))
 }
 
 /// One sentence explaining why the required node affinity rejects the node, `None` when it
@@ -304,6 +349,75 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ..Node::default()
+        }
+    }
+
+    /// `term_matches` (nothing built) decides as parsing the term and finding no failure,
+    /// over a grid of operators, keys, value lists, fields and node names, valid or not.
+    #[test]
+    fn term_matches_is_parse_then_match() {
+        let ops = [
+            "In",
+            "NotIn",
+            "Exists",
+            "DoesNotExist",
+            "Gt",
+            "Lt",
+            "in",
+            "",
+        ];
+        let keys = ["zone", "cores", "bad key", "metadata.name"];
+        let value_lists: [&[&str]; 6] = [&[], &["a"], &["a", "b"], &["8"], &["007"], &["x y"]];
+        let mut exprs = vec![];
+        for op in ops {
+            for key in keys {
+                for values in value_lists {
+                    exprs.push(nreq(key, op, values));
+                }
+            }
+        }
+        let fields = [
+            nreq("metadata.name", "In", &["web-1"]),
+            nreq("metadata.name", "NotIn", &["web-1"]),
+            nreq("metadata.name", "In", &["web-1", "web-2"]),
+            nreq("metadata.name", "Exists", &[]),
+            nreq("spec.unschedulable", "In", &[""]),
+            nreq("spec.unschedulable", "NotIn", &[""]),
+        ];
+        let nodes = [
+            node("web-1", &[("zone", "a"), ("cores", "16")]),
+            node("web-2", &[("zone", "b"), ("cores", "x")]),
+            node("", &[("metadata.name", "a"), ("cores", "8")]),
+            node("web-1", &[]),
+        ];
+        let check = |term: &NodeSelectorTerm| {
+            for n in &nodes {
+                let slow = parse_term(term).is_ok_and(|p| term_failures(&p, n).is_empty());
+                assert_eq!(term_matches(term, n), slow, "{term:?} on {n:?}");
+            }
+        };
+        for (i, e) in exprs.iter().enumerate() {
+            check(&NodeSelectorTerm {
+                match_expressions: vec![e.clone()],
+                match_fields: vec![],
+            });
+            // Pairs with a neighbour: an invalid one after a failing one, and the reverse.
+            check(&NodeSelectorTerm {
+                match_expressions: vec![e.clone(), exprs[(i * 7 + 3) % exprs.len()].clone()],
+                match_fields: vec![],
+            });
+            for f in &fields {
+                check(&NodeSelectorTerm {
+                    match_expressions: vec![e.clone()],
+                    match_fields: vec![f.clone()],
+                });
+            }
+        }
+        for f in &fields {
+            check(&NodeSelectorTerm {
+                match_expressions: vec![],
+                match_fields: vec![f.clone()],
+            });
         }
     }
 

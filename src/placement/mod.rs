@@ -51,58 +51,86 @@ pub struct Verdict {
 /// those Kubernetes does not look at after an earlier failure, so one run shows everything to
 /// fix.
 pub fn evaluate(ds: &DaemonSet, node: &Node) -> Verdict {
-    let template = &ds.template;
-    let mut reasons = Vec::new();
-
-    let fits_node_name = template.node_name.is_empty() || template.node_name == node.name;
-    if !fits_node_name {
-        reasons.push(format!(
-            "node name {:?} is not spec.template.spec.nodeName {:?}",
-            node.name, template.node_name
-        ));
-    }
-
-    let fits_node_selector = affinity::node_selector_matches(&template.node_selector, node);
-    if !fits_node_selector {
-        reasons.extend(affinity::explain_node_selector(
-            &template.node_selector,
-            node,
-        ));
-    }
-
-    let affinity = template.required_node_affinity.as_ref();
-    let fits_affinity = affinity::required_affinity_matches(affinity, node);
-    if let Some(why) = affinity::explain_required_affinity(affinity, node) {
-        reasons.push(why);
-    }
-
-    let tolerations = taints::daemon_tolerations(template);
-    let untolerated = taints::untolerated_taints(&node.taints, &tolerations, |t: &Taint| {
-        t.effect == taints::EFFECT_NO_SCHEDULE || t.effect == taints::EFFECT_NO_EXECUTE
-    });
-    for taint in &untolerated {
-        reasons.push(taints::explain_untolerated(
-            taint,
-            &tolerations,
-            template.host_network,
-        ));
-    }
-
-    let (should_run, should_continue_running) =
-        if !fits_node_name || !fits_node_selector || !fits_affinity {
-            (false, false)
-        } else if !untolerated.is_empty() {
-            let untolerated_no_execute = untolerated
-                .iter()
-                .any(|t| t.effect == taints::EFFECT_NO_EXECUTE);
-            (false, !untolerated_no_execute)
-        } else {
-            (true, true)
-        };
-
+    let (should_run, should_continue_running) = decide(ds, node);
+    let reasons = if should_run {
+        Vec::new()
+    } else {
+        explain(ds, node)
+    };
     Verdict {
         should_run,
         should_continue_running,
         reasons,
     }
+}
+
+/// [`evaluate`]'s two booleans, `(shouldRun, shouldContinueRunning)`, without the reasons:
+/// what a caller that only counts needs. Builds nothing (no allocation unless an affinity
+/// requirement is invalid): the template's tolerations and the automatic ones are consulted
+/// in place ([`taints::daemon_tolerates`]), affinity terms are matched without being parsed
+/// into new values.
+pub fn decide(ds: &DaemonSet, node: &Node) -> (bool, bool) {
+    let template = &ds.template;
+    let fits = (template.node_name.is_empty() || template.node_name == node.name)
+        && affinity::node_selector_matches(&template.node_selector, node)
+        && affinity::required_affinity_matches(template.required_node_affinity.as_ref(), node);
+    if !fits {
+        return (false, false);
+    }
+    let mut untolerated_no_schedule = false;
+    for taint in &node.taints {
+        let counted =
+            taint.effect == taints::EFFECT_NO_SCHEDULE || taint.effect == taints::EFFECT_NO_EXECUTE;
+        if counted && !taints::daemon_tolerates(template, taint) {
+            if taint.effect == taints::EFFECT_NO_EXECUTE {
+                return (false, false);
+            }
+            untolerated_no_schedule = true;
+        }
+    }
+    if untolerated_no_schedule {
+        (false, true)
+    } else {
+        (true, true)
+    }
+}
+
+/// One sentence per failing predicate, in [`Verdict::reasons`]' order; empty when the node
+/// fits.
+fn explain(ds: &DaemonSet, node: &Node) -> Vec<String> {
+    let template = &ds.template;
+    let mut reasons = Vec::new();
+    if !(template.node_name.is_empty() || template.node_name == node.name) {
+        reasons.push(format!(
+            "node name {:?} is not spec.template.spec.nodeName {:?}",
+            node.name, template.node_name
+        ));
+    }
+    if !affinity::node_selector_matches(&template.node_selector, node) {
+        reasons.extend(affinity::explain_node_selector(
+            &template.node_selector,
+            node,
+        ));
+    }
+    if let Some(why) =
+        affinity::explain_required_affinity(template.required_node_affinity.as_ref(), node)
+    {
+        reasons.push(why);
+    }
+    let counted =
+        |t: &Taint| t.effect == taints::EFFECT_NO_SCHEDULE || t.effect == taints::EFFECT_NO_EXECUTE;
+    let mut untolerated = node
+        .taints
+        .iter()
+        .filter(|t| counted(t) && !taints::daemon_tolerates(template, t))
+        .peekable();
+    if untolerated.peek().is_some() {
+        // Only now the merged list, for the near-miss hints.
+        let tolerations = taints::daemon_tolerations(template);
+        let automatic = taints::automatic_tolerations(template.host_network);
+        for taint in untolerated {
+            reasons.push(taints::explain_untolerated(taint, &tolerations, &automatic));
+        }
+    }
+    reasons
 }

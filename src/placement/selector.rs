@@ -64,6 +64,38 @@ impl Requirement {
     /// Gt/Lt values parse as int64, and that every value is a valid label value. All problems
     /// are returned, in Kubernetes' order (key, operator/values, then each value).
     pub(crate) fn new(key: &str, op: Operator, values: &[String]) -> Result<Self, Vec<String>> {
+        let errs = Self::problems(key, op, values);
+        if errs.is_empty() {
+            Ok(Requirement {
+                key: key.to_string(),
+                op,
+                values: values.to_vec(),
+            })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Whether [`Requirement::new`] accepts these parts, without building anything (the
+    /// placement hot path: no allocation unless the requirement is invalid).
+    pub(crate) fn is_valid(key: &str, op: Operator, values: &[String]) -> bool {
+        let count_ok = match op {
+            Operator::In | Operator::NotIn => !values.is_empty(),
+            Operator::Equals => values.len() == 1,
+            Operator::Exists | Operator::DoesNotExist => values.is_empty(),
+            Operator::GreaterThan | Operator::LessThan => {
+                values.len() == 1 && values.iter().all(|v| parse_int(v).is_some())
+            }
+        };
+        count_ok
+            && syntax::is_qualified_name(key).is_empty()
+            && values
+                .iter()
+                .all(|v| syntax::is_valid_label_value(v).is_empty())
+    }
+
+    /// Everything [`Requirement::new`] finds wrong with these parts (empty when valid).
+    fn problems(key: &str, op: Operator, values: &[String]) -> Vec<String> {
         let mut errs = Vec::new();
         let key_errs = syntax::is_qualified_name(key);
         if !key_errs.is_empty() {
@@ -112,15 +144,7 @@ impl Requirement {
                 errs.push(format!("values[{i}] {v:?}: {}", value_errs.join("; ")));
             }
         }
-        if errs.is_empty() {
-            Ok(Requirement {
-                key: key.to_string(),
-                op,
-                values: values.to_vec(),
-            })
-        } else {
-            Err(errs)
-        }
+        errs
     }
 
     /// `Requirement.Matches`.
@@ -131,23 +155,29 @@ impl Requirement {
     /// - Gt / Lt: the key is present, its value parses as int64, strict comparison. A
     ///   non-numeric label value never matches.
     pub(crate) fn matches(&self, labels: &Labels) -> bool {
-        let value = labels.get(&self.key);
-        match self.op {
-            Operator::In | Operator::Equals => value.is_some_and(|v| self.values.contains(v)),
-            Operator::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+        Self::parts_match(&self.key, self.op, &self.values, labels)
+    }
+
+    /// [`Requirement::matches`] of the parts of a requirement (that [`Requirement::is_valid`]
+    /// accepts), without building it.
+    pub(crate) fn parts_match(key: &str, op: Operator, values: &[String], labels: &Labels) -> bool {
+        let value = labels.get(key);
+        match op {
+            Operator::In | Operator::Equals => value.is_some_and(|v| values.contains(v)),
+            Operator::NotIn => value.is_none_or(|v| !values.contains(v)),
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
                 let Some(have) = value.and_then(|v| parse_int(v)) else {
                     return false;
                 };
-                let [want] = self.values.as_slice() else {
+                let [want] = values else {
                     return false;
                 };
                 let Some(want) = parse_int(want) else {
                     return false;
                 };
-                if self.op == Operator::GreaterThan {
+                if op == Operator::GreaterThan {
                     have > want
                 } else {
                     have < want

@@ -111,18 +111,15 @@ fn exists(key: &str, effect: &str) -> Toleration {
 /// network-unavailable for NoSchedule only with `hostNetwork`. All `Exists`, no value, no
 /// `tolerationSeconds`.
 pub(crate) fn automatic_tolerations(host_network: bool) -> Vec<Toleration> {
-    let mut v = vec![
-        exists(TAINT_NODE_NOT_READY, EFFECT_NO_EXECUTE),
-        exists(TAINT_NODE_UNREACHABLE, EFFECT_NO_EXECUTE),
-        exists(TAINT_NODE_DISK_PRESSURE, EFFECT_NO_SCHEDULE),
-        exists(TAINT_NODE_MEMORY_PRESSURE, EFFECT_NO_SCHEDULE),
-        exists(TAINT_NODE_PID_PRESSURE, EFFECT_NO_SCHEDULE),
-        exists(TAINT_NODE_UNSCHEDULABLE, EFFECT_NO_SCHEDULE),
-    ];
-    if host_network {
-        v.push(exists(TAINT_NODE_NETWORK_UNAVAILABLE, EFFECT_NO_SCHEDULE));
-    }
-    v
+    let n = if host_network {
+        AUTOMATIC.len()
+    } else {
+        AUTOMATIC.len() - 1
+    };
+    AUTOMATIC[..n]
+        .iter()
+        .map(|(key, effect)| exists(key, effect))
+        .collect()
 }
 
 /// The tolerations a daemon pod carries: the template's, with the automatic DaemonSet
@@ -140,6 +137,40 @@ pub fn daemon_tolerations(template: &PodTemplate) -> Vec<Toleration> {
         add_or_update_toleration(&mut list, &t);
     }
     list
+}
+
+/// The (key, effect) of each automatic DaemonSet toleration, in [`automatic_tolerations`]'
+/// order (all `Exists`); the last only with `hostNetwork`.
+const AUTOMATIC: [(&str, &str); 7] = [
+    (TAINT_NODE_NOT_READY, EFFECT_NO_EXECUTE),
+    (TAINT_NODE_UNREACHABLE, EFFECT_NO_EXECUTE),
+    (TAINT_NODE_DISK_PRESSURE, EFFECT_NO_SCHEDULE),
+    (TAINT_NODE_MEMORY_PRESSURE, EFFECT_NO_SCHEDULE),
+    (TAINT_NODE_PID_PRESSURE, EFFECT_NO_SCHEDULE),
+    (TAINT_NODE_UNSCHEDULABLE, EFFECT_NO_SCHEDULE),
+    (TAINT_NODE_NETWORK_UNAVAILABLE, EFFECT_NO_SCHEDULE),
+];
+
+/// Whether the daemon pod's tolerations ([`daemon_tolerations`] of `template`) tolerate
+/// `taint`, without building them: the merge only replaces a template toleration by an
+/// automatic one that `MatchToleration`-equals it (same key, effect, operator and value, so
+/// the same [`tolerates`]) or appends the automatic one, so the merged list tolerates exactly
+/// what the template's list or the automatic tolerations tolerate.
+pub fn daemon_tolerates(template: &PodTemplate, taint: &Taint) -> bool {
+    template.tolerations.iter().any(|t| tolerates(t, taint))
+        || automatically_tolerated(taint, template.host_network)
+}
+
+/// Whether an automatic DaemonSet toleration tolerates `taint`.
+fn automatically_tolerated(taint: &Taint, host_network: bool) -> bool {
+    let n = if host_network {
+        AUTOMATIC.len()
+    } else {
+        AUTOMATIC.len() - 1
+    };
+    AUTOMATIC[..n]
+        .iter()
+        .any(|(key, effect)| taint.key == *key && taint.effect == *effect)
 }
 
 /// `v1helper.FindMatchingUntoleratedTaint(taints, tolerations, filter)`
@@ -239,12 +270,12 @@ fn near_miss(t: &Toleration, taint: &Taint, automatic: bool) -> Option<String> {
 
 /// One sentence for an untolerated taint: what to add, what happens to a running daemon for
 /// NoExecute, and which existing tolerations nearly match and why they do not.
+/// `automatic` is [`automatic_tolerations`] of the template.
 pub(crate) fn explain_untolerated(
     taint: &Taint,
     tolerations: &[Toleration],
-    host_network: bool,
+    automatic: &[Toleration],
 ) -> String {
-    let automatic = automatic_tolerations(host_network);
     let mut s = format!(
         "taint {taint} is not tolerated (add a toleration: {})",
         describe_toleration(&suggested_toleration(taint))
@@ -300,12 +331,68 @@ mod tests {
         assert_eq!(list, vec![default.clone(), default]);
     }
 
+    /// `daemon_tolerates` (no list built) decides exactly as `tolerates` over the merged
+    /// `daemon_tolerations`, over a grid of template tolerations and taints that hits every
+    /// automatic toleration, near misses of them and replacements by MatchToleration.
+    #[test]
+    fn daemon_tolerates_is_the_merged_list() {
+        let keys = [
+            "",
+            TAINT_NODE_NOT_READY,
+            TAINT_NODE_NETWORK_UNAVAILABLE,
+            TAINT_NODE_DISK_PRESSURE,
+            "example.com/gpu",
+        ];
+        let effects = ["", "NoSchedule", "NoExecute", "PreferNoSchedule"];
+        let ops = ["", "Equal", "Exists", "Lt"];
+        let values = ["", "v"];
+        let mut singles = vec![];
+        for k in keys {
+            for e in effects {
+                for o in ops {
+                    for v in values {
+                        singles.push(tol(k, o, v, e, (v == "v").then_some(30)));
+                    }
+                }
+            }
+        }
+        let mut taints = vec![];
+        for k in keys.iter().filter(|k| !k.is_empty()) {
+            for e in &effects[1..] {
+                for v in values {
+                    taints.push(taint(k, v, e));
+                }
+            }
+        }
+        for host_network in [false, true] {
+            for (i, first) in singles.iter().enumerate() {
+                // One toleration, or two (the next one too).
+                for n in 1..=2 {
+                    let template = PodTemplate {
+                        tolerations: singles.iter().skip(i).take(n).cloned().collect(),
+                        host_network,
+                        ..PodTemplate::default()
+                    };
+                    let merged = daemon_tolerations(&template);
+                    for t in &taints {
+                        assert_eq!(
+                            daemon_tolerates(&template, t),
+                            merged.iter().any(|m| tolerates(m, t)),
+                            "{first:?} (+{}) hostNetwork {host_network}, taint {t}",
+                            n - 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn explanation_for_not_ready_no_schedule() {
         let t = taint(TAINT_NODE_NOT_READY, "", "NoSchedule");
         let tols = automatic_tolerations(false);
         assert_eq!(
-            explain_untolerated(&t, &tols, false),
+            explain_untolerated(&t, &tols, &automatic_tolerations(false)),
             "taint node.kubernetes.io/not-ready:NoSchedule is not tolerated (add a toleration: \
              key \"node.kubernetes.io/not-ready\", operator \"Exists\", effect \"NoSchedule\"); \
              a running daemon keeps running, but none is started; the automatic DaemonSet \
@@ -323,7 +410,7 @@ mod tests {
             tol("dedicated", "Gt", "1", "", None),
             tol("other", "Exists", "", "", None),
         ];
-        let s = explain_untolerated(&t, &tols, false);
+        let s = explain_untolerated(&t, &tols, &automatic_tolerations(false));
         assert!(s.contains("a running daemon would be evicted"), "{s}");
         assert!(s.contains("only in case; keys are case-sensitive"), "{s}");
         assert!(s.contains("values are case-sensitive"), "{s}");
