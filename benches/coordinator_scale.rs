@@ -1515,7 +1515,9 @@ fn main() {
     let _ = writeln!(
         out,
         "\nRates are sustained: the highest offered rate served in full with p99 ≤ {} ms \
-         (open loop, latency from the scheduled send).\n",
+         (open loop, latency from the scheduled send). The target's \"reports/s\" is the mix: \
+         what agents send in the steady state (5 heartbeats, then a full report with the \
+         metrics); heartbeats only and full reports only bound it from above and below.\n",
         SLO_P99.as_millis()
     );
     let _ = writeln!(
@@ -1540,11 +1542,14 @@ fn main() {
         let get = r.json["get_daemonsets"]["idle"]["p99_ms"]
             .as_f64()
             .unwrap_or(f64::MAX);
+        // "Reports/s" is what agents send in the steady state: 5 heartbeats, then a full report
+        // carrying the metrics (the agent's rule, agent::report::METRICS_EVERY), i.e. the mix.
+        // Heartbeats alone and full reports alone are shown beside it, not counted as targets.
         json!({
             "reports_per_s_at_10k_p99_20ms": {
-                "target": 50_000, "heartbeats": hb, "mix": mix, "full_reports": full,
-                "met_by_heartbeats": hb > 50_000.0, "met_by_mix": mix > 50_000.0,
-                "met_by_full_reports": full > 50_000.0,
+                "target": 50_000, "mix_5_heartbeats_to_1_full": mix,
+                "heartbeats_only": hb, "full_reports_only": full,
+                "met": mix > 50_000.0,
             },
             "get_daemonsets_ms_at_10k": {
                 "target": 20, "p99_ms": get, "met": get < 20.0,
