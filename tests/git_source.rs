@@ -182,7 +182,11 @@ fn commits_apply_as_a_whole_or_not_at_all() {
     );
     let mut f = Follower::new(repo.source(&repo.url()), state.0.join("git"));
     let s = f.snapshot();
-    assert_eq!((s.commit.as_str(), s.unsettled), ("", false));
+    assert_eq!(
+        (s.commit.as_str(), s.unsettled),
+        ("", true),
+        "before the first fetch, units from git are left alone"
+    );
     f.poll();
     let s = f.snapshot();
     assert_eq!(s.commit, a);
@@ -1444,4 +1448,60 @@ fn over_http_with_a_token() {
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
     f.poll();
     assert_eq!(f.snapshot().commit, b, "{:?}", f.snapshot().report);
+}
+
+#[tokio::test]
+async fn with_the_state_lost_and_the_remote_down_the_units_from_git_are_left_alone() {
+    use hostset::systemd::fake::Call;
+    let env = Tmp::new("lost-env");
+    let spec_dir = env.0.join("daemonsets.d");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    let parse = |text: &str| {
+        hostset::spec::parse_daemonsets("x.toml", text, hostset::spec::Format::Toml)
+            .items
+            .remove(0)
+    };
+    // Running since an earlier agent: web from git, old from the spec directory (its file
+    // since removed).
+    let fake = FakeSystemd::new();
+    let mut web = hostset::unit::unit_spec(&parse(&spec("web", "1")), &UnitOptions::default());
+    hostset::unit::set_commit(&mut web, "0123456789abcdef0123456789abcdef01234567");
+    fake.insert_running(web, 100);
+    let old = hostset::unit::unit_spec(&parse(&spec("old", "1")), &UnitOptions::default());
+    fake.insert_running(old, 101);
+
+    let mut config = Config::defaults(&env.0);
+    config.spec_dir = spec_dir;
+    config.node_file = env.0.join("node.toml");
+    config.state_dir = env.0.join("state");
+    let mut source = Repo::new("lost").source("git://127.0.0.1:1/fleet.git");
+    source.poll_interval = Duration::from_secs(3600);
+    config.git = Some(source.clone());
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&env.0).unwrap());
+    let mut agent =
+        Agent::new(fake.clone(), config, None, UnitOptions::default(), None).trust_owner(uid);
+    let mut follower = Follower::new(source, env.0.join("state/git"));
+    for polled in [false, true] {
+        if polled {
+            follower.poll();
+            assert!(!follower.snapshot().report.fetch_error.is_empty());
+        }
+        agent.apply_git(std::sync::Arc::new(follower.snapshot()));
+        agent.reload_specs();
+        agent.reconcile().await;
+    }
+    let stopped: Vec<String> = fake
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Stop(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        stopped,
+        ["hostset-old.service"],
+        "web is git's, old is nobody's"
+    );
+    assert!(fake.unit("hostset-web.service").is_some());
 }

@@ -226,12 +226,13 @@ impl AppState {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let git_change = dir.set_external(snapshot.files.clone(), snapshot.held.clone());
+        self.update_specs(dir, git_change);
+        // After the specs: whoever sees the new commit sees its daemonsets.
         *self
             .inner
             .git_snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
-        self.update_specs(dir, git_change);
     }
 
     /// Re-read the spec directory, update each daemonset's generation and store it. Blocking;

@@ -172,8 +172,9 @@ pub struct Snapshot {
     /// Names whose units must be left alone: with no commit in force, the names a refused
     /// head defines.
     pub held: BTreeSet<String>,
-    /// No commit is in force and the head could not be fetched or was refused: every unit
-    /// started from a commit (`HOSTSET_COMMIT`) must be left alone.
+    /// No commit is in force (none applied before, none fetched and applied yet, or the head
+    /// cannot be fetched or is refused): every unit started from a commit (`HOSTSET_COMMIT`)
+    /// must be left alone.
     pub unsettled: bool,
     /// What to report.
     pub report: GitReport,
@@ -317,8 +318,9 @@ impl Follower {
             Some((a, set)) => (a.commit.clone(), set.files.clone()),
             None => (String::new(), BTreeMap::new()),
         };
-        let unsettled = self.applied.is_none()
-            && (!self.report.fetch_error.is_empty() || !self.report.refused.is_empty());
+        // Nothing applied: until a head is fetched and applied, the units started from git
+        // (by an earlier agent whose state is gone) are not this source's to remove.
+        let unsettled = self.applied.is_none();
         let mut diagnostics = self.diagnostics.clone();
         if let Some((_, set)) = &self.applied {
             diagnostics.extend(set.warnings.iter().cloned());
