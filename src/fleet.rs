@@ -198,8 +198,24 @@ pub fn node_view_at(rec: &NodeRecord, last_seen: u64, now: u64, grace: u64) -> N
     }
 }
 
-/// The nodes following `git`'s repository and reference (same URL and reference) that do not
-/// run its head, by name, and how many do; nothing lags before `git` has fetched a head.
+/// A repository URL without its user part (`https://ci:***@host/x` and `https://host/x`, or
+/// `ssh://git@host/x` and `ssh://deploy@host/x`, name the same repository).
+fn without_user(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() {
+        // user@host:path
+        let host_path = url.rsplit_once('@').map_or(url, |(_, h)| h);
+        return host_path.to_string();
+    }
+    format!("{scheme}://{host}{path}")
+}
+
+/// The nodes following `git`'s repository and reference (the same URL, users aside, and the
+/// same reference) that do not run its head, by name, and how many do; nothing lags before
+/// `git` has fetched a head.
 pub fn lagging<'a>(
     git: &crate::report::GitReport,
     reports: impl IntoIterator<Item = &'a NodeReport>,
@@ -211,7 +227,7 @@ pub fn lagging<'a>(
     }
     for r in reports {
         let Some(g) = &r.git else { continue };
-        if g.url != git.url || g.reference != git.reference {
+        if without_user(&g.url) != without_user(&git.url) || g.reference != git.reference {
             continue;
         }
         if g.commit == git.head {
@@ -868,6 +884,23 @@ pub fn node_selector_string(ns: &Labels) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_repository_is_the_same_whoever_fetches_it() {
+        use super::without_user;
+        assert_eq!(
+            without_user("https://ci:***@git.example.com/fleet.git"),
+            without_user("https://git.example.com/fleet.git")
+        );
+        assert_eq!(
+            without_user("ssh://deploy@h:2222/fleet.git"),
+            without_user("ssh://git@h:2222/fleet.git")
+        );
+        assert_eq!(without_user("git@h:ops/fleet.git"), "h:ops/fleet.git");
+        assert_ne!(
+            without_user("https://h/a.git"),
+            without_user("https://h/b.git")
+        );
+    }
     use super::*;
     use crate::report::{Condition, NodeInfo};
 

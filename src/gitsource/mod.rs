@@ -158,6 +158,23 @@ fn diag(file: &str, message: String) -> Diagnostic {
     }
 }
 
+/// `url` as reports and logs show it: a password in it (`https://user:TOKEN@host/...`) is
+/// replaced by `***` (use `token_file` instead).
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(SHORT)]
 }
@@ -231,7 +248,7 @@ impl Follower {
         let dir = dir.into();
         let mut f = Follower {
             report: GitReport {
-                url: config.url.clone(),
+                url: shown_url(&config.url),
                 reference: config.reference.full_name(),
                 ..GitReport::default()
             },
@@ -262,7 +279,7 @@ impl Follower {
             tracing::warn!(file = %self.applied_path().display(), "cannot read the applied commit; waiting for the first fetch");
             return;
         };
-        if a.url != self.config.url
+        if a.url != self.report.url
             || a.reference != self.config.reference.full_name()
             || a.subdirectory != self.config.subdirectory
         {
@@ -350,11 +367,11 @@ impl Follower {
             Ok(h) => h,
             Err(e) => {
                 if self.report.fetch_error != e {
-                    tracing::warn!(url = %self.config.url, "git: {e}");
+                    tracing::warn!(url = %self.report.url, "git: {e}");
                 }
                 self.report.fetch_error = e.clone();
                 self.diagnostics
-                    .push(diag(&self.config.url, format!("{e}{}", self.keeps())));
+                    .push(diag(&self.report.url, format!("{e}{}", self.keeps())));
                 return;
             }
         };
@@ -385,7 +402,7 @@ impl Follower {
                 self.report.refused_because = lines;
                 self.refused_names = names;
                 self.diagnostics.push(diag(
-                    &self.config.url,
+                    &self.report.url,
                     format!(
                         "commit {} of {} is refused{}",
                         short(&head.commit),
@@ -456,7 +473,7 @@ impl Follower {
         let set = check_commit(&head.commit, files)?;
         Ok((
             Applied {
-                url: self.config.url.clone(),
+                url: self.report.url.clone(),
                 reference: self.config.reference.full_name(),
                 subdirectory: self.config.subdirectory.clone(),
                 commit: head.commit.clone(),
@@ -594,7 +611,7 @@ impl Follower {
         depth: i32,
     ) -> Result<(), Failure> {
         let mut remote = repo.remote_anonymous(&self.config.url).map_err(|e| {
-            Failure::Remote(format!("invalid URL {}: {}", self.config.url, e.message()))
+            Failure::Remote(format!("invalid URL {}: {}", self.report.url, e.message()))
         })?;
         let mut options = git2::FetchOptions::new();
         options
@@ -615,7 +632,7 @@ impl Follower {
     /// mirror's (anything about local objects and files).
     fn classify(&self, e: git2::Error) -> Failure {
         use git2::ErrorClass as C;
-        let url = &self.config.url;
+        let url = &self.report.url;
         let what = &self.config.reference;
         let message = e.message().trim_end().to_string();
         if let Some(problem) = self.host_key_problem.borrow_mut().take() {
@@ -935,6 +952,22 @@ mod tests {
                 .to_string()
                 .starts_with("0123456789ab:x.toml: a symlink")
         );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        assert_eq!(
+            shown_url("https://ci:ghp_secret@git.example.com/ops/fleet.git"),
+            "https://ci:***@git.example.com/ops/fleet.git"
+        );
+        for url in [
+            "https://git.example.com/a@b.git",
+            "ssh://git@h:2222/r.git",
+            "git@h:ops/fleet.git",
+            "file:///srv/fleet.git",
+        ] {
+            assert_eq!(shown_url(url), url);
+        }
     }
 
     #[test]
