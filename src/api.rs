@@ -80,6 +80,9 @@ pub struct RevisionView {
     /// The revision in force.
     pub current: bool,
     pub file: String,
+    /// The git commit it came from (`[source.git]`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
     /// The spec file's text (only with `?revision=N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,

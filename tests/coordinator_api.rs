@@ -1636,6 +1636,11 @@ async fn slots_pace_a_rolling_update_and_operators_steer_it() {
         )
         .await;
     assert_eq!(
+        undo.json()["revertCommit"],
+        "",
+        "not from git: nothing to revert"
+    );
+    assert_eq!(
         undo.json()["revision"],
         3,
         "the old template as the newest revision: {}",

@@ -90,11 +90,21 @@ pub fn run(args: Args, coordinator: &CoordinatorArgs) -> anyhow::Result<ExitCode
                     name: &name,
                 }),
             )?;
-            let number = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["revision"].as_u64())
-                .unwrap_or(0);
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let number = answer["revision"].as_u64().unwrap_or(0);
             println!("daemonset {name} rolled back to revision {number}");
+            match answer["revertCommit"].as_str().filter(|c| !c.is_empty()) {
+                // The fleet follows git: the files are the repository's.
+                Some(commit) => println!(
+                    "its spec comes from git: to make this permanent, revert the commit that \
+                     brought the current revision: git revert {commit}"
+                ),
+                None => println!(
+                    "the coordinator pins it until the spec file changes; to make this \
+                     permanent, write revision {number} back: hostset rollout history {name} \
+                     --revision {number}"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Verb::Pause { name } => steer(&client, &name, "pause", "paused"),
@@ -140,14 +150,22 @@ fn history(client: &Client, name: &str, revision: Option<u64>) -> anyhow::Result
         "".to_string(),
     ]];
     let now = super::output::now();
+    let git = revisions.iter().any(|r| !r.commit.is_empty());
+    if git {
+        rows[0].insert(4, "COMMIT".to_string());
+    }
     for r in &revisions {
-        rows.push(vec![
+        let mut row = vec![
             r.number.to_string(),
             r.revision.clone(),
             super::output::age(r.created_at, now),
             r.file.clone(),
             if r.current { "(current)" } else { "" }.to_string(),
-        ]);
+        ];
+        if git {
+            row.insert(4, r.commit.chars().take(12).collect());
+        }
+        rows.push(row);
     }
     print!("{}", super::output::table(&rows));
     Ok(ExitCode::SUCCESS)

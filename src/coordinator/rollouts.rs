@@ -304,9 +304,12 @@ impl AppState {
 
     /// `hostset rollout undo [--to-revision N]`: pin the daemonset to revision `to` (the
     /// one before the revision in force when `None`). Returns the revision number now in
-    /// force. Undoing to the spec file's own revision ends the pin.
-    pub fn undo(&self, name: &str, to: Option<u64>) -> Result<u64, SteerError> {
+    /// force, and the git commit that brought the spec file's revision (empty when the spec
+    /// is not from git): reverting it makes the undo permanent. Undoing to the spec file's own
+    /// revision ends the pin.
+    pub fn undo(&self, name: &str, to: Option<u64>) -> Result<(u64, String), SteerError> {
         let mut number = 0;
+        let mut revert = String::new();
         let file_revision = {
             let (_, specs) = self.specs_versioned();
             let spec = specs
@@ -370,10 +373,16 @@ impl AppState {
                     text: target.text.clone(),
                 });
             }
+            revert = book
+                .revisions
+                .iter()
+                .find(|r| r.revision == file_revision)
+                .map(|r| r.commit.clone())
+                .unwrap_or_default();
             book.rollout.halt = None;
             Ok(true)
         })?;
-        Ok(number)
+        Ok((number, revert))
     }
 
     /// Apply `f` to the book of `name` (given the revision in force) and store it.

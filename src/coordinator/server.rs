@@ -756,6 +756,7 @@ async fn get_history(
             created_at: r.created_at,
             current: r.revision == current,
             file: r.file.clone(),
+            commit: r.commit.clone(),
             text: (q.revision == Some(r.number)).then(|| r.text.clone()),
         })
         .collect();
@@ -795,12 +796,15 @@ async fn post_rollout(
                     .map_err(|e| Failure::invalid(format!("invalid undo request: {e}")))?
             };
             let n = name.clone();
-            let number = blocking(&state, move |s| s.undo(&n, undo.to_revision))
+            let (number, revert) = blocking(&state, move |s| s.undo(&n, undo.to_revision))
                 .await
                 .map_err(failed)?
                 .map_err(steer)?;
             tracing::info!(daemonset = %name, revision = number, "rollout undone to revision {number}");
-            Ok(Json(serde_json::json!({ "revision": number })).into_response())
+            Ok(
+                Json(serde_json::json!({ "revision": number, "revertCommit": revert }))
+                    .into_response(),
+            )
         }
         other => Err(Failure::not_found(format!(
             "no rollout verb \"{other}\": pause, resume or undo"

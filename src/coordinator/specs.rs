@@ -115,12 +115,21 @@ pub fn next_books(
 /// ControllerRevisions): a new template gets the next number, a template seen before is
 /// renumbered as the newest (as `kubectl rollout undo` leaves it), and at most
 /// `revisionHistoryLimit` old revisions are kept besides the current one. `text_of(name)`
-/// gives the spec file's name and text, kept so that the revision can be run again
+/// gives the spec file's name and text (and its git commit), kept so that the revision can be run again
 /// (`rollout undo`, automatic rollback). A pin from a revision the file no longer has ends.
+/// Where a daemonset's spec was read from: the file's name, its text, and the git commit
+/// it came from (empty for the spec directory).
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub file: String,
+    pub text: String,
+    pub commit: String,
+}
+
 pub fn record_revisions(
     books: &mut BTreeMap<String, SpecBook>,
     in_force: &[&DaemonSet],
-    text_of: impl Fn(&str) -> Option<(String, String)>,
+    text_of: impl Fn(&str) -> Option<Source>,
     now: u64,
 ) {
     for ds in in_force {
@@ -146,14 +155,15 @@ pub fn record_revisions(
         let newest = book.revisions.last().map(|r| r.revision.as_str());
         if newest != Some(revision.as_str()) && !pinned_from_here {
             let number = book.revisions.iter().map(|r| r.number).max().unwrap_or(0) + 1;
-            let (file, text) = text_of(&ds.name).unwrap_or_default();
+            let source = text_of(&ds.name).unwrap_or_default();
             book.revisions.retain(|r| r.revision != revision);
             book.revisions.push(RevisionRecord {
                 number,
                 revision: revision.clone(),
                 created_at: now,
-                file,
-                text,
+                file: source.file,
+                text: source.text,
+                commit: source.commit,
             });
         }
         let keep = usize::try_from(ds.revision_history_limit.max(0)).unwrap_or(0) + 1;
@@ -336,5 +346,42 @@ mod tests {
         assert_eq!(b.generation, (MAX_HISTORY + 5) as u64);
         assert_eq!(b.history.len(), MAX_HISTORY);
         assert_eq!(b.history.last().unwrap().0, b.generation);
+    }
+
+    #[test]
+    fn revisions_are_numbered_with_their_text_and_commit() {
+        let v1 = ds(BASE);
+        let v2 = ds(&BASE.replace("/bin/true", "/bin/false"));
+        let source = |commit: &str| {
+            let commit = commit.to_string();
+            move |_: &str| {
+                Some(Source {
+                    file: "x.toml".into(),
+                    text: "the text".into(),
+                    commit: commit.clone(),
+                })
+            }
+        };
+        let mut books = next_books(&BTreeMap::new(), &[&v1], |_| false, 100);
+        record_revisions(&mut books, &[&v1], source("c1"), 100);
+        let mut books = next_books(&books, &[&v2], |_| false, 200);
+        record_revisions(&mut books, &[&v2], source("c2"), 200);
+        let r = &books["x"].revisions;
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].number, r[0].commit.as_str()), (1, "c1"));
+        assert_eq!(
+            (r[1].number, r[1].commit.as_str(), r[1].text.as_str()),
+            (2, "c2", "the text")
+        );
+        // v1 again: the next number, as Kubernetes numbers a template seen again.
+        let mut books = next_books(&books, &[&v1], |_| false, 300);
+        record_revisions(&mut books, &[&v1], source("c3"), 300);
+        let r = &books["x"].revisions;
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.number, r.commit.as_str()))
+                .collect::<Vec<_>>(),
+            [(2, "c2"), (3, "c3")]
+        );
     }
 }

@@ -282,9 +282,24 @@ impl AppState {
             &dir.daemonsets(),
             |name| {
                 let path = dir.source_of(name)?;
-                let text = std::fs::read_to_string(path).ok()?;
                 let file = path.file_name()?.to_string_lossy().into_owned();
-                Some((file, text))
+                // A spec from git: its text as of the commit in force, and that commit.
+                let git = self
+                    .inner
+                    .git_snapshot
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .and_then(|g| Some((g.texts.get(path)?.clone(), g.commit.clone())));
+                if let Some((text, commit)) = git {
+                    return Some(specs::Source { file, text, commit });
+                }
+                let text = std::fs::read_to_string(path).ok()?;
+                Some(specs::Source {
+                    file,
+                    text,
+                    commit: String::new(),
+                })
             },
             now,
         );

@@ -106,6 +106,9 @@ pub struct RevisionRecord {
     /// The spec file it was read from, and its text then (empty when it could not be read).
     pub file: String,
     pub text: String,
+    /// The git commit it came from (`[source.git]`); empty for the spec directory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
 }
 
 /// What the coordinator keeps of a daemonset's rollout across restarts.

@@ -66,6 +66,9 @@ pub struct CommitSet {
     pub files: BTreeMap<PathBuf, Vec<DaemonSet>>,
     /// Warnings (a commit with warnings is applied).
     pub warnings: Vec<Diagnostic>,
+    /// `git:PATH` → the file's text (kept so that a revision can be run again: `hostset
+    /// rollout undo`, automatic rollback).
+    pub texts: BTreeMap<PathBuf, String>,
 }
 
 impl CommitSet {
@@ -124,10 +127,9 @@ pub fn check_commit(
             errors.extend(loaded.diagnostics);
         } else {
             set.warnings.extend(loaded.diagnostics);
-            set.files.insert(
-                PathBuf::from(format!("{FILE_PREFIX}{}", f.path)),
-                loaded.items,
-            );
+            let key = PathBuf::from(format!("{FILE_PREFIX}{}", f.path));
+            set.texts.insert(key.clone(), text.to_string());
+            set.files.insert(key, loaded.items);
         }
     }
     for (name, labels) in &defined {
@@ -186,6 +188,8 @@ pub struct Snapshot {
     pub commit: String,
     /// Its specs (`git:PATH` → daemonsets).
     pub files: BTreeMap<PathBuf, Vec<DaemonSet>>,
+    /// Their texts (`git:PATH` → text).
+    pub texts: BTreeMap<PathBuf, String>,
     /// Names whose units must be left alone: with no commit in force, the names a refused
     /// head defines.
     pub held: BTreeSet<String>,
@@ -331,9 +335,9 @@ impl Follower {
 
     /// What this follower publishes now.
     pub fn snapshot(&self) -> Snapshot {
-        let (commit, files) = match &self.applied {
-            Some((a, set)) => (a.commit.clone(), set.files.clone()),
-            None => (String::new(), BTreeMap::new()),
+        let (commit, files, texts) = match &self.applied {
+            Some((a, set)) => (a.commit.clone(), set.files.clone(), set.texts.clone()),
+            None => (String::new(), BTreeMap::new(), BTreeMap::new()),
         };
         // Nothing applied: until a head is fetched and applied, the units started from git
         // (by an earlier agent whose state is gone) are not this source's to remove.
@@ -345,6 +349,7 @@ impl Follower {
         Snapshot {
             commit,
             files,
+            texts,
             held: if self.applied.is_none() {
                 self.refused_names.clone()
             } else {
