@@ -200,6 +200,9 @@ pub struct SecondUnitReport {
     /// Seconds since the epoch when it last became ready.
     #[serde(default)]
     pub ready_since: Option<u64>,
+    /// Why it is not ready (as [`DaemonSetReport::readiness`]); empty when it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub readiness: String,
 }
 
 /// `POST /v1/nodes/{name}/heartbeat`: the agent is alive and its last full

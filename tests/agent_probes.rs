@@ -501,3 +501,68 @@ async fn failed_probe_units_of_an_earlier_agent_are_reset() {
         "the failed one is reset (and goes), the running one finishes on its own"
     );
 }
+
+#[tokio::test]
+async fn a_surge_keeps_the_old_unit_until_the_new_ones_probe_passes() {
+    let env = Env::new("surge");
+    let surge = "updateStrategy = { type = \"RollingUpdate\", maxUnavailable = 0, maxSurge = 1 }\n";
+    env.write_spec("web.toml", &spec("web", surge));
+    let fake = FakeSystemd::new();
+    let (stop, task) = start(env.agent(fake.clone()));
+    let old = env
+        .wait_for("web", "the first revision runs", |d| d.ready)
+        .await;
+
+    // The new revision declares a readiness probe on a port nobody listens on yet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    env.write_spec(
+        "web.toml",
+        &spec(
+            "web",
+            &format!(
+                "{surge}readinessProbe.tcpSocket = {{ port = {port} }}\n\
+                 readinessProbe.periodSeconds = 1\nreadinessProbe.failureThreshold = 1\n"
+            ),
+        ),
+    );
+    let d = env
+        .wait_for("web", "the new revision surges, not ready", |d| {
+            d.second
+                .as_ref()
+                .is_some_and(|s| s.readiness.starts_with("readiness probe failed"))
+        })
+        .await;
+    // The old unit (another revision: no probes) is ready, and stays.
+    assert_eq!(d.unit, old.unit);
+    assert!(d.ready, "{d:#?}");
+    let second = d.second.unwrap();
+    assert!(!second.ready);
+    assert_eq!(second.ready_since, None);
+    assert!(
+        second
+            .readiness
+            .contains(&format!("TCP connect 127.0.0.1:{port}")),
+        "{}",
+        second.readiness
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fake.unit(&old.unit).is_some(), "the old unit must stay");
+
+    // The port opens: the new unit is ready, and the old one goes.
+    let _listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fake.unit(&old.unit).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old unit is still there: {:#?}",
+            env.daemonset("web")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -149,6 +149,8 @@ struct PendingKill {
 pub enum Followup {
     /// Nothing.
     None,
+    /// Only why the unit is not ready changed: report it.
+    Refresh,
     /// The unit's readiness changed: make a pass (it reports, and may act on it).
     Report,
     /// Kill the unit's main process (SIGTERM), for this reason.
@@ -387,6 +389,7 @@ impl Prober {
             debug!(unit = %done.unit, probe = %done.kind, message = %m, "probe failed");
         }
         let kept_before = e.kept();
+        let reason_before = e.probes.reason();
         let effect = e.probes.record(done.kind, done.outcome, now);
         let ready = e.probes.ready();
         if effect == Effect::ReadinessChanged {
@@ -401,6 +404,7 @@ impl Prober {
             .unwrap_or(e.grace)
             .max(1);
         let followup = match effect {
+            Effect::None if reason != reason_before => Followup::Refresh,
             Effect::None => Followup::None,
             Effect::ReadinessChanged => {
                 if ready {

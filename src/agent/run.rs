@@ -823,6 +823,7 @@ impl<S: Systemd> Agent<S> {
                         .unit_ready_since(&u.unit, u.state == "active/running")
                         .is_some(),
                     ready_since: self.unit_ready_since(&u.unit, u.state == "active/running"),
+                    readiness: self.unit_readiness(&u.unit, &u.state),
                 }),
                 pinned_revision: self.pins_applied.get(&s.daemonset).copied(),
                 restarts: 0,
@@ -978,6 +979,43 @@ impl<S: Systemd> Agent<S> {
         };
     }
 
+    /// The last report with the readiness of its units filled in again; written and sent
+    /// when it changed.
+    fn republish(&mut self) {
+        let Some(mut report) = self.last_report.clone() else {
+            return;
+        };
+        for ds in &mut report.daemonsets {
+            self.fill_readiness(ds);
+            if let Some(s) = &mut ds.second {
+                let active = s.state == "active/running";
+                s.ready_since = self.unit_ready_since(&s.unit, active);
+                s.ready = s.ready_since.is_some();
+                s.readiness = self.unit_readiness(&s.unit, &s.state);
+            }
+        }
+        if Some(&report) != self.last_report.as_ref() {
+            report.generated_at = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.publish(report);
+        }
+    }
+
+    /// Why `unit` (in `state`) is not ready; empty when it is (or when nothing is known).
+    fn unit_readiness(&self, unit: &str, state: &str) -> String {
+        if state != "active/running" {
+            return format!("unit is {state}");
+        }
+        match self.prober.readiness(unit) {
+            Some(r) => r.reason,
+            None if self.unit_ready_since(unit, true).is_none() => {
+                "the probes have not started yet".to_string()
+            }
+            None => String::new(),
+        }
+    }
+
     /// Hand the units of this pass to the prober.
     fn sync_probes(&mut self, units: &[ObservedUnit], desired: &[Desired]) {
         let live = &self.live;
@@ -1050,6 +1088,10 @@ impl<S: Systemd> Agent<S> {
     pub async fn on_probe(&mut self, done: probes::Done) -> bool {
         match self.prober.record(done) {
             Followup::None => false,
+            Followup::Refresh => {
+                self.republish();
+                false
+            }
             Followup::Report => true,
             Followup::Kill { unit, reason } => {
                 warn!(%unit, %reason, "restarting {unit}: {reason}");
