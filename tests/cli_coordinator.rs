@@ -960,6 +960,14 @@ DaemonSets:
 
     let out = ok(&hostset(&stub, &s, &["describe", "no", "node-3"]));
     assert!(out.contains("Labels:         <none>\n"), "{out}");
+    // A node following a git repository: its commit in force.
+    let out = ok(&hostset(&stub, &s, &["describe", "node", "node-1"]));
+    assert!(
+        out.contains(
+            "Agent Version:  0.1.0\nGit Commit:     3f2c9a1b7d4e5f60718293a4b5c6d7e8f9a0b1c2\n"
+        ),
+        "{out}"
+    );
     assert!(out.ends_with("DaemonSets:  <none>\n"), "{out}");
 
     let out = json_of(&ok(&hostset(

@@ -393,14 +393,20 @@ fn parse_node_detail(raw: Value) -> Result<NodeDetail, serde_json::Error> {
 pub(super) fn describe_node(detail: &NodeDetail, now: u64) -> String {
     let n = &detail.node;
     let mut out = String::new();
-    Fields::new()
+    let mut fields = Fields::new();
+    fields
         .one("Name", &n.name)
         .one("Status", node_status(n))
         .many("Labels", labels_of(n))
         .many("Taints", n.taints.clone())
         .one("Unschedulable", n.unschedulable.to_string())
         .many("Addresses", n.addresses.clone())
-        .one("Agent Version", or_none(&n.agent_version))
+        .one("Agent Version", or_none(&n.agent_version));
+    // [source.git]: the commit the node's agent has in force.
+    if !n.commit.is_empty() {
+        fields.one("Git Commit", &n.commit);
+    }
+    fields
         .one("First Seen", timestamp_with_age(n.first_seen, now))
         .one("Last Seen", timestamp_with_age(n.last_seen, now))
         .one("Daemons", n.daemons.to_string())
