@@ -892,7 +892,11 @@ pub fn marker_environment(daemonset: &str, revision: &str, labels: &Labels) -> V
 ///   by a wrapper script, or one that notifies from a helper process
 ///   (`systemd-notify --ready` in a shell script is a child of the shell),
 ///   would otherwise have its `READY=1` dropped by systemd and never become
-///   active; the cgroup holds only the daemon's own processes. A daemon
+///   active; the cgroup holds only the daemon's own processes. Measured on
+///   systemd 252: with `User=nobody` and `NotifyAccess=main`, a script's
+///   `systemd-notify --ready` left the unit `activating`; with `all` it
+///   became active (as root, systemd-notify sends its parent's PID as the
+///   sender, so `main` happened to work there). A daemon
 ///   that never sends it fails after systemd's start timeout
 ///   (`DefaultTimeoutStartSec`, 90 s) and is restarted.
 /// - `ExecStart` is `(argv[0], argv, false)`. A bare `argv[0]` stays bare:

@@ -164,7 +164,8 @@ fn probes_and_notify_on_real_systemd() {
         &spec(
             "notifier",
             "command = [\"/bin/bash\", \"-c\", \"sleep 3; systemd-notify --ready; exec sleep infinity\"]\n\
-             notify = true\n",
+             notify = true\n\
+             user = \"nobody\"\n",
         ),
     );
 
@@ -184,7 +185,8 @@ fn probes_and_notify_on_real_systemd() {
     let node = fleet.boot(agent_node("probe-1", &specs));
     start_agent(&node);
 
-    // Type=notify: activating until READY=1 from a child of the main process.
+    // Type=notify: activating until READY=1 from a child of the main process, as a non-root
+    // user (which NotifyAccess=main would not accept).
     let notifier = "hostset-notifier.service";
     let p = node.systemctl_show(notifier, &["Type", "NotifyAccess"]);
     assert_eq!(p["Type"], "notify");
