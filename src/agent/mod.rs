@@ -42,6 +42,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before any thread: libgit2's timeouts are process-wide globals.
+    crate::gitsource::set_network_timeouts(
+        crate::gitsource::CONNECT_TIMEOUT,
+        crate::gitsource::IO_TIMEOUT,
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -64,6 +64,11 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    // Before any thread: libgit2's timeouts are process-wide globals.
+    crate::gitsource::set_network_timeouts(
+        crate::gitsource::CONNECT_TIMEOUT,
+        crate::gitsource::IO_TIMEOUT,
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -50,6 +50,24 @@ const SHORT: usize = 12;
 /// How deep a second fetch looks for the applied commit before calling a move a rewrite.
 const ANCESTRY_DEPTH: i32 = 50;
 
+/// How long connecting to the remote may take (libgit2's server connect timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one read or write of the remote may take (libgit2's server timeout): a remote
+/// that stops answering fails the poll instead of hanging the follower.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set libgit2's process-wide network timeouts (the daemons: [`CONNECT_TIMEOUT`],
+/// [`IO_TIMEOUT`]). Call at start, before any thread uses libgit2.
+pub fn set_network_timeouts(connect: Duration, io: Duration) {
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: libgit2 keeps these in plain globals; they are written here, at start, before
+    // any follower thread exists, and only read afterwards.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+    }
+}
+
 /// One file of a commit's spec directory, as read from the tree.
 #[derive(Debug, Clone)]
 pub struct TreeFile {
