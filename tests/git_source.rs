@@ -992,6 +992,36 @@ async fn the_coordinator_shows_the_head_and_the_hosts_lagging_behind_it() {
     assert_eq!(s.lagging[0].node, "node-b");
     assert_eq!(s.lagging[0].commit, a);
     assert_eq!(s.lagging[0].reason, "cannot fetch branch main: timed out");
+    // The same from the command line.
+    let token_file = root.0.join("read-token");
+    private_file(&token_file, READ_TOKEN);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hostset"))
+        .args(["--coordinator", &base, "--token-file"])
+        .arg(&token_file)
+        .args(["get", "source"])
+        .env("HOSTSET_CONFIG_DIR", &root.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("REPOSITORY"), "{text}");
+    for cell in [repo.url().as_str(), "refs/heads/main", &b[..12], "<none>"] {
+        assert!(lines[1].contains(cell), "{cell}: {text}");
+    }
+    let lagging = lines
+        .iter()
+        .find(|l| l.starts_with("node-b"))
+        .unwrap_or_else(|| panic!("node-b lags: {text}"));
+    assert!(
+        lagging.contains(&a[..12]) && lagging.ends_with("cannot fetch branch main: timed out"),
+        "{lagging}"
+    );
+
     let metrics = get("/metrics").await;
     let labels = format!("{{url=\"{}\",ref=\"refs/heads/main\"}}", repo.url());
     for line in [

@@ -1,9 +1,9 @@
-//! `hostset get daemonsets|nodes|endpoints`: the coordinator's fleet-wide view, printed the
-//! way `kubectl get` prints it.
+//! `hostset get daemonsets|nodes|endpoints|source`: the coordinator's fleet-wide view, printed
+//! the way `kubectl get` prints it.
 
 use std::process::ExitCode;
 
-use crate::api::{DaemonSetDetail, DaemonSetView, Endpoint, NodeView};
+use crate::api::{DaemonSetDetail, DaemonSetView, Endpoint, NodeView, SourceView};
 
 use super::client::{Client, CoordinatorArgs, Subject};
 use super::describe::node_detail;
@@ -70,6 +70,24 @@ Examples:
   hostset get ep node-exporter -o json | jq -r '.[] | select(.ready) | .addresses[0]'"
     )]
     Endpoints(EndpointsArgs),
+    /// The git repository the coordinator follows ([source.git]): the commit in force, the
+    /// branch head, and the nodes lagging behind it with their reason.
+    #[command(
+        name = "source",
+        visible_aliases = ["git"],
+        after_help = "\
+Examples:
+  hostset get source
+  hostset get source -o json | jq -r '.lagging[].node'"
+    )]
+    Source(SourceArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// Output format [default: a table].
+    #[arg(short, long, value_enum, value_name = "FORMAT")]
+    pub output: Option<DataFormat>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,7 +116,70 @@ pub fn run(args: Args, coordinator: &CoordinatorArgs) -> anyhow::Result<ExitCode
         Resource::Daemonsets(a) => daemonsets(&client, a),
         Resource::Nodes(a) => nodes(&client, a),
         Resource::Endpoints(a) => endpoints(&client, a),
+        Resource::Source(a) => source(&client, a),
     }
+}
+
+fn source(client: &Client, a: SourceArgs) -> anyhow::Result<ExitCode> {
+    let view: SourceView = client.get(&["source"], None)?;
+    if let Some(format) = a.output {
+        print_data(&view, format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(git) = &view.git else {
+        eprintln!("The coordinator follows no git repository ([source.git] in coordinator.toml).");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let short = |c: &str| or_none(&c.chars().take(12).collect::<String>());
+    let problem = if !git.fetch_error.is_empty() {
+        git.fetch_error.clone()
+    } else if !git.refused.is_empty() {
+        format!("head {} refused", short(&git.refused))
+    } else {
+        "<none>".to_string()
+    };
+    print!(
+        "{}",
+        table(&[
+            [
+                "REPOSITORY",
+                "REF",
+                "COMMIT",
+                "HEAD",
+                "NODES-CURRENT",
+                "NODES-LAGGING",
+                "PROBLEM"
+            ]
+            .map(String::from)
+            .to_vec(),
+            vec![
+                git.url.clone(),
+                git.reference.clone(),
+                short(&git.commit),
+                short(&git.head),
+                view.current.to_string(),
+                view.lagging.len().to_string(),
+                problem,
+            ],
+        ])
+    );
+    for line in &git.refused_because {
+        eprintln!("{line}");
+    }
+    if !view.lagging.is_empty() {
+        println!();
+        let mut rows = vec![["NODE", "COMMIT", "HEAD", "WHY"].map(String::from).to_vec()];
+        for l in &view.lagging {
+            rows.push(vec![
+                l.node.clone(),
+                short(&l.commit),
+                short(&l.head),
+                or_none(&l.reason),
+            ]);
+        }
+        print!("{}", table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One object for `get KIND NAME`, the list otherwise, as kubectl prints them.
