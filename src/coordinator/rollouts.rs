@@ -96,10 +96,17 @@ impl AppState {
     /// Make the rollout decisions again if the fleet or the clock moved since the last
     /// time (or `force`). Blocking (it may write the store).
     pub fn decide_rollouts(&self, force: bool) {
-        let now = self.now();
-        let version = self.fleet_version();
         let rollouts = self.rollouts();
         let mut inner = rollouts.lock();
+        // The clock and the fleet's version are read under the lock, and the clock never
+        // goes back behind the last decision: availability is a function of time, so a
+        // decision made with an older reading than the one before it (read before waiting
+        // for the lock, or the system clock stepped back) would take back what the newer one
+        // saw — nodes found available again unavailable, their released slots re-created
+        // next to the slots handed on — and show more nodes unavailable than maxUnavailable
+        // allows (benches/rollout_sim.rs found it under load).
+        let version = self.fleet_version();
+        let now = self.now().max(inner.decided.map_or(0, |(t, _)| t));
         if !force && inner.decided == Some((now, version)) {
             return;
         }
