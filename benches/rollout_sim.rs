@@ -342,6 +342,7 @@ fn node_report(name: &str, instance: &str, unit: &Unit, desired: &str, wait: &st
         }],
         diagnostics: Vec::new(),
         errors: Vec::new(),
+        git: None,
     }
 }
 
@@ -877,6 +878,39 @@ fn run(opts: &Opts, root: &Path, uid: u32, wall: Instant) -> Result<(), String> 
          `lastTransitionTime`, and may find a daemon available up to 1 s early).\n\n",
     );
     md.push_str(&md_waves);
+    write!(
+        md,
+        "\n### Where the time goes\n\n\
+         - **First grant**, {first:.2} s after the file was written: the coordinator's inotify \
+         debounce (250 ms), then the first decision after the agents' `waiting` reports; the \
+         first wave's grants spread over the time the 1,000 reports take to arrive.\n\
+         - **Slot hand-overs** (median {med:+.2} s, p90 {p90:+.2} s): a daemon becomes available \
+         through time alone, and the coordinator notices at its next decision — on a report, a \
+         heartbeat (about 100 a second from 1,000 agents) or its 1-second tick — with its clock \
+         in whole seconds; `readySince` is in whole seconds too, truncated, so a daemon may be \
+         counted available up to 1 s early. The two roughly cancel; a wave whose daemons became \
+         ready on both sides of a second boundary is released in two decisions, a second apart.\n\
+         - **Round trips**: the grant reaches the agent through its held directives poll (woken \
+         when the slots change) and the ready report travels back: the slowest grant → ready \
+         took {g2r:.2} s for a start delay of {start:.2} s.\n\
+         - **Completion**, {done:+.2} s after the last daemon became available (noticed by a \
+         decision, as any availability).\n\
+         - **Safety**: at most {without} hosts without a ready daemon (limit {budget}); the \
+         coordinator never counted more than {coord} unavailable. By the exact elapsed time, up \
+         to {exact} hosts had been ready for less than minReadySeconds at once: whole-second \
+         `readySince` lets the next wave start up to 1 s before the previous one has been ready \
+         for the full minReadySeconds (Kubernetes counts the same way).\n",
+        first = first_grant_ms as f64 / 1000.0,
+        med = handover_median,
+        p90 = handover_p90,
+        g2r = grant_to_ready_max as f64 / 1000.0,
+        start = opts.start_delay.as_secs_f64(),
+        done = (complete_ms as f64 - last_available_ms as f64) / 1000.0,
+        without = max_without_ready,
+        coord = sample.max_unavailable_coordinator,
+        exact = sample.max_unavailable_exact,
+    )
+    .unwrap();
     println!("{md}");
 
     let ok = max_without_ready as u64 <= budget;

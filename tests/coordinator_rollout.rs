@@ -95,6 +95,7 @@ fn report(
         }],
         diagnostics: Vec::new(),
         errors: Vec::new(),
+        git: None,
     }
 }
 
