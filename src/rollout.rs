@@ -474,15 +474,16 @@ pub fn wait_reason(state: &State, p: &Progress) -> String {
     } else if let Some(h) = &state.halt {
         format!("the rollout is halted: {}", h.message)
     } else if p.max_surge > 0 {
+        // No live counts here: a message that changes with every node's progress would make
+        // every waiting node send a new report each time.
         format!(
-            "waiting for a slot: {} of maxSurge {} node(s) are surging",
-            p.in_progress.len(),
+            "waiting for a slot: at most maxSurge {} node(s) surge at once",
             p.max_surge
         )
     } else {
         format!(
-            "waiting for a slot: {} of maxUnavailable {} node(s) unavailable",
-            p.unavailable, p.max_unavailable
+            "waiting for a slot: at most maxUnavailable {} node(s) may be unavailable at once",
+            p.max_unavailable
         )
     }
 }

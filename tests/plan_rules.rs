@@ -458,7 +458,10 @@ fn an_old_revision_waits_for_its_slot_and_is_replaced_with_it() {
     let mut w = World::default();
     w.gates.insert(
         "a".into(),
-        Gate::Wait("waiting for a slot: 1 of maxUnavailable 1 node(s) unavailable".into()),
+        Gate::Wait(
+            "waiting for a slot: at most maxUnavailable 1 node(s) may be unavailable at once"
+                .into(),
+        ),
     );
     let p = w.plan(&node(&[], &[]), std::slice::from_ref(&a), &units);
     assert!(
