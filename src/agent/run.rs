@@ -278,18 +278,16 @@ impl<S: Systemd> Agent<S> {
         if let Some(r) = self.prober.readiness(unit) {
             return r.ready_since.filter(|_| r.ready);
         }
+        // A unit of the desired revision whose spec declares probes (the revision is
+        // hashed only for daemonsets with probes).
         let probed = self
             .markers
             .get(unit)
             .and_then(Option::as_ref)
-            .and_then(|m| self.in_force.get(&m.daemonset))
-            .is_some_and(|ds| {
-                ds.template.process.has_probes()
-                    && self
-                        .markers
-                        .get(unit)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|m| m.revision == unit::revision(&ds.template))
+            .is_some_and(|m| {
+                self.in_force.get(&m.daemonset).is_some_and(|ds| {
+                    ds.template.process.has_probes() && m.revision == unit::revision(&ds.template)
+                })
             });
         if probed {
             // Its probes have not started yet.
@@ -815,15 +813,17 @@ impl<S: Systemd> Agent<S> {
                 ready: s.state == "active/running",
                 rollout: s.rollout.clone(),
                 rollout_message: s.rollout_message.clone(),
-                second: s.second.as_ref().map(|u| crate::report::SecondUnitReport {
-                    unit: u.unit.clone(),
-                    state: u.state.clone(),
-                    revision: u.revision.clone(),
-                    ready: self
-                        .unit_ready_since(&u.unit, u.state == "active/running")
-                        .is_some(),
-                    ready_since: self.unit_ready_since(&u.unit, u.state == "active/running"),
-                    readiness: self.unit_readiness(&u.unit, &u.state),
+                second: s.second.as_ref().map(|u| {
+                    let mut second = crate::report::SecondUnitReport {
+                        unit: u.unit.clone(),
+                        state: u.state.clone(),
+                        revision: u.revision.clone(),
+                        ready: false,
+                        ready_since: None,
+                        readiness: String::new(),
+                    };
+                    self.fill_second_readiness(&mut second);
+                    second
                 }),
                 pinned_revision: self.pins_applied.get(&s.daemonset).copied(),
                 restarts: 0,
@@ -988,10 +988,7 @@ impl<S: Systemd> Agent<S> {
         for ds in &mut report.daemonsets {
             self.fill_readiness(ds);
             if let Some(s) = &mut ds.second {
-                let active = s.state == "active/running";
-                s.ready_since = self.unit_ready_since(&s.unit, active);
-                s.ready = s.ready_since.is_some();
-                s.readiness = self.unit_readiness(&s.unit, &s.state);
+                self.fill_second_readiness(s);
             }
         }
         if Some(&report) != self.last_report.as_ref() {
@@ -1000,6 +997,13 @@ impl<S: Systemd> Agent<S> {
                 .map_or(0, |d| d.as_secs());
             self.publish(report);
         }
+    }
+
+    /// `ready`, `ready_since` and `readiness` of a surge's second unit.
+    fn fill_second_readiness(&self, s: &mut crate::report::SecondUnitReport) {
+        s.ready_since = self.unit_ready_since(&s.unit, s.state == "active/running");
+        s.ready = s.ready_since.is_some();
+        s.readiness = self.unit_readiness(&s.unit, &s.state);
     }
 
     /// Why `unit` (in `state`) is not ready; empty when it is (or when nothing is known).
