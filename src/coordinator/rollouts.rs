@@ -194,12 +194,20 @@ impl AppState {
     pub fn directives(&self, node: &str) -> Directives {
         self.decide_rollouts(false);
         let mut d = Directives::default();
-        let books = self.store().spec_books();
-        for (name, book) in &books {
-            if let Some(pin) = &book.rollout.pin {
-                d.pins.insert(name.clone(), pin.clone());
+        // The pins, and each daemonset's pause and halt (for the wait reasons), without
+        // copying the revisions' texts.
+        let mut steering: BTreeMap<String, (bool, Option<rollout::Halt>)> = BTreeMap::new();
+        self.store().with_spec_books(|books| {
+            for (name, book) in books {
+                if let Some(pin) = &book.rollout.pin {
+                    d.pins.insert(name.clone(), pin.clone());
+                }
+                steering.insert(
+                    name.clone(),
+                    (book.rollout.paused, book.rollout.halt.clone()),
+                );
             }
-        }
+        });
         // What the node waits for that the coordinator has no spec of: not its to pace.
         let (_, specs) = self.specs_versioned();
         if let Some(e) = self.store().entry(node) {
@@ -217,10 +225,11 @@ impl AppState {
         }
         for (name, p) in &inner.progress {
             if p.waiting.iter().any(|n| n == node) {
+                let (paused, halt) = steering.get(name).cloned().unwrap_or_default();
                 let state = rollout::State {
                     slots: BTreeMap::new(),
-                    paused: books.get(name).is_some_and(|b| b.rollout.paused),
-                    halt: books.get(name).and_then(|b| b.rollout.halt.clone()),
+                    paused,
+                    halt,
                 };
                 d.waits
                     .insert(name.clone(), rollout::wait_reason(&state, p));
@@ -269,8 +278,7 @@ impl AppState {
         if spec.ds.update_strategy.kind != "RollingUpdate" {
             return None;
         }
-        let books = self.store().spec_books();
-        let book = books.get(name)?;
+        let book = self.store().spec_book(name)?;
         let progress = self
             .rollouts()
             .lock()
@@ -289,7 +297,7 @@ impl AppState {
             .as_ref()
             .filter(|p| p.to == spec.revision)
             .map(|p| p.number);
-        let conditions = conditions(book, &progress, &spec.revision);
+        let conditions = conditions(&book, &progress, &spec.revision);
         Some(RolloutView {
             revision_number,
             paused: book.rollout.paused,

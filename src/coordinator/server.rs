@@ -736,8 +736,7 @@ async fn get_history(
     reader(&state, &headers)?;
     let specs = daemonset(&state, &name)?;
     let current = specs[&name].revision.clone();
-    let books = state.store().spec_books();
-    let Some(book) = books.get(&name) else {
+    let Some(book) = state.store().spec_book(&name) else {
         return Err(Failure::not_found(format!("no daemonset \"{name}\"")));
     };
     if let Some(n) = q.revision

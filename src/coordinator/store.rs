@@ -555,6 +555,17 @@ impl Store {
         self.read().specs.clone()
     }
 
+    /// The bookkeeping of daemonset `name` (one copy, not all of them).
+    pub fn spec_book(&self, name: &str) -> Option<SpecBook> {
+        self.read().specs.get(name).cloned()
+    }
+
+    /// `f` over the bookkeeping in place, under the read lock (keep `f` short: it takes no
+    /// other lock): what it needs without copying every revision's spec text.
+    pub(super) fn with_spec_books<R>(&self, f: impl FnOnce(&BTreeMap<String, SpecBook>) -> R) -> R {
+        f(&self.read().specs)
+    }
+
     /// Store a full report received at `now`, unless the same agent instance already
     /// reported a later sequence. The same sequence again (a retry) is stored. Blocking: it
     /// returns once the report is committed.
