@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::coordinator::{start_hostsetd, write_spec};
 use support::fleet::{Fleet, Node, NodeOpts, notice};
 
 const SPECS: &str = "/etc/hostset/daemonsets.d";
@@ -32,21 +33,7 @@ fn agent_node(name: &str, specs: &Path) -> NodeOpts {
 /// (Type=notify: `systemctl start` waits for READY=1, sent after the first pass).
 fn start_agent(node: &Node, node_toml: &str) {
     node.write_file("/etc/hostset/node.toml", node_toml);
-    let out = node.exec(&["systemctl", "start", "hostsetd"]);
-    assert!(
-        out.status.success(),
-        "{}: hostsetd did not start: {}\n{}",
-        node.name(),
-        String::from_utf8_lossy(&out.stderr),
-        node.journal("hostsetd")
-    );
-}
-
-fn write_spec(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(&tmp, dir.join(file)).unwrap();
+    start_hostsetd(node);
 }
 
 fn show(node: &Node, unit: &str, props: &[&str]) -> HashMap<String, String> {

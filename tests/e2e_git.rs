@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use support::coordinator::start_hostsetd;
 use support::fleet::{Fleet, Node, NodeOpts};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -77,14 +78,7 @@ fn start_agent(node: &Node, poll_interval: u64) {
              subdirectory = \"daemonsets\"\npoll_interval = {poll_interval}\n"
         ),
     );
-    let out = node.exec(&["systemctl", "start", "hostsetd"]);
-    assert!(
-        out.status.success(),
-        "{}: hostsetd did not start: {}\n{}",
-        node.name(),
-        String::from_utf8_lossy(&out.stderr),
-        node.journal("hostsetd")
-    );
+    start_hostsetd(node);
 }
 
 /// The unit's `HOSTSET_COMMIT`, as systemd has it.

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hostset::report::{DaemonSetReport, NodeReport};
+use support::coordinator::{start_hostsetd, write_spec};
 use support::fleet::{Fleet, Node, NodeOpts, notice};
 
 const SPECS: &str = "/etc/hostset/daemonsets.d";
@@ -24,24 +25,6 @@ fn agent_node(name: &str, specs: &Path) -> NodeOpts {
         .bind_ro(env!("CARGO_BIN_EXE_hostset"), "/usr/bin/hostset")
         .bind_ro(unit, "/etc/systemd/system/hostsetd.service")
         .bind_ro(specs, SPECS)
-}
-
-fn start_agent(node: &Node) {
-    let out = node.exec(&["systemctl", "start", "hostsetd"]);
-    assert!(
-        out.status.success(),
-        "{}: hostsetd did not start: {}\n{}",
-        node.name(),
-        String::from_utf8_lossy(&out.stderr),
-        node.journal("hostsetd")
-    );
-}
-
-fn write_spec(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
 /// A TCP port free on the host (the nodes share its network) at the time of asking.
@@ -183,7 +166,7 @@ fn probes_and_notify_on_real_systemd() {
     );
 
     let node = fleet.boot(agent_node("probe-1", &specs));
-    start_agent(&node);
+    start_hostsetd(&node);
 
     // Type=notify: activating until READY=1 from a child of the main process, as a non-root
     // user (which NotifyAccess=main would not accept).

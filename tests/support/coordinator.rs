@@ -50,15 +50,22 @@ pub fn agent_node(name: &str, specs: &Path, config: &Path) -> NodeOpts {
         .bind_ro(config, "/etc/hostset/agent.toml")
 }
 
-/// The agent token in place, then `systemctl start hostsetd` on `node`.
+/// The agent token in place, then the agent ([`start_hostsetd`]).
 pub fn start_agent(node: &Node) {
     node.write_file("/etc/hostset/token", AGENT_TOKEN);
     node.exec_ok(&["chmod", "600", "/etc/hostset/token"]);
+    start_hostsetd(node);
+}
+
+/// `systemctl start hostsetd` on `node`; returns once it is ready (Type=notify: READY=1 is
+/// sent after the first pass), and panics with the journal when it did not start.
+pub fn start_hostsetd(node: &Node) {
     let out = node.exec(&["systemctl", "start", "hostsetd"]);
     assert!(
         out.status.success(),
-        "{}: {}",
+        "{}: hostsetd did not start: {}\n{}",
         node.name(),
+        String::from_utf8_lossy(&out.stderr),
         node.journal("hostsetd")
     );
 }

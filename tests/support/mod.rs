@@ -2,7 +2,8 @@
 //!
 //! - [`fleet`]: real systemd nodes (systemd-nspawn containers booted from a Debian
 //!   rootfs) for end-to-end tests of the agent.
-//! - [`coordinator`]: the real coordinator on host loopback, and the CLI against it.
+//! - [`coordinator`]: the real coordinator on host loopback, the CLI against it, and
+//!   starting the agent on a node.
 
 // Each test binary compiles this module anew and uses only part of it.
 #![allow(dead_code)]
