@@ -958,25 +958,9 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
         push("Type", str("exec"));
     }
 
-    let shim = needs_exec_shim(&process.argv);
-    if shim {
-        push(
-            "ExecStart",
-            PropValue::Exec(vec![ExecCommand {
-                path: opts.exec_shim.clone(),
-                argv: vec![opts.exec_shim.clone(), EXEC_SHIM_SUBCOMMAND.to_string()],
-                ignore_failure: false,
-            }]),
-        );
-    } else if let Some(argv0) = process.argv.first() {
-        push(
-            "ExecStart",
-            PropValue::Exec(vec![ExecCommand {
-                path: argv0.clone(),
-                argv: process.argv.clone(),
-                ignore_failure: false,
-            }]),
-        );
+    let (exec, argv_vars) = exec_start(&process.argv, opts);
+    if let Some(exec) = exec {
+        push("ExecStart", exec);
     }
 
     let mut env: Vec<String> = process
@@ -984,9 +968,7 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
         .iter()
         .map(|e| format!("{}={}", e.name, e.value))
         .collect();
-    if shim {
-        env.extend(argv_env(&process.argv));
-    }
+    env.extend(argv_vars);
     env.extend(marker_environment(&ds.name, &revision, &labels));
     push("Environment", PropValue::Strs(env));
 
@@ -1079,6 +1061,29 @@ pub fn unit_spec(ds: &DaemonSet, opts: &UnitOptions) -> UnitSpec {
     }
 }
 
+/// `ExecStart` for `argv` (none when it is empty), and the environment variables it needs:
+/// an argv systemd would rewrite (`$`, `;`, ... see [`needs_exec_shim`]) runs through the exec
+/// shim, which reads it back from those variables.
+fn exec_start(argv: &[String], opts: &UnitOptions) -> (Option<PropValue>, Vec<String>) {
+    if needs_exec_shim(argv) {
+        let exec = ExecCommand {
+            path: opts.exec_shim.clone(),
+            argv: vec![opts.exec_shim.clone(), EXEC_SHIM_SUBCOMMAND.to_string()],
+            ignore_failure: false,
+        };
+        (Some(PropValue::Exec(vec![exec])), argv_env(argv))
+    } else {
+        let exec = argv.first().map(|argv0| {
+            PropValue::Exec(vec![ExecCommand {
+                path: argv0.clone(),
+                argv: argv.to_vec(),
+                ignore_failure: false,
+            }])
+        });
+        (exec, Vec::new())
+    }
+}
+
 /// Prefix of the oneshot units that run exec probes. Not [`UNIT_PREFIX`]: they are no
 /// daemon's unit, and the agent's listing and signals must not see them.
 pub const PROBE_UNIT_PREFIX: &str = "hostset.probe-";
@@ -1113,26 +1118,11 @@ pub fn probe_unit_spec(
         .iter()
         .map(|e| format!("{}={}", e.name, e.value))
         .collect();
-    if needs_exec_shim(command) {
-        push(
-            "ExecStart",
-            PropValue::Exec(vec![ExecCommand {
-                path: opts.exec_shim.clone(),
-                argv: vec![opts.exec_shim.clone(), EXEC_SHIM_SUBCOMMAND.to_string()],
-                ignore_failure: false,
-            }]),
-        );
-        env.extend(argv_env(command));
-    } else if let Some(argv0) = command.first() {
-        push(
-            "ExecStart",
-            PropValue::Exec(vec![ExecCommand {
-                path: argv0.clone(),
-                argv: command.to_vec(),
-                ignore_failure: false,
-            }]),
-        );
+    let (exec, argv_vars) = exec_start(command, opts);
+    if let Some(exec) = exec {
+        push("ExecStart", exec);
     }
+    env.extend(argv_vars);
     push("Environment", PropValue::Strs(env));
     for p in &daemon.properties {
         if matches!(
